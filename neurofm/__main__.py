@@ -1,0 +1,7 @@
+"""``python -m neurofm`` runs the ``neurofm`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""Small validation helpers that word every error the same way."""
+
+from __future__ import annotations
+
+import numbers
+
+from .errors import NeurofmError
+
+
+def check_option(name, value, allowed):
+    """Raise if ``value`` is not one of ``allowed``; return it otherwise."""
+    if value not in allowed:
+        raise NeurofmError(
+            f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
+        )
+    return value
+
+
+def validate_type(name, value, types, type_name=None):
+    """Raise if ``value`` is not an instance of ``types``; return it otherwise."""
+    if not isinstance(value, types):
+        raise NeurofmError(
+            f"{name} must be {type_name or _type_names(types)}; got {type(value).__name__} "
+            f"({value!r})"
+        )
+    return value
+
+
+def check_positive(name, value, *, allow_none=False):
+    """Raise unless ``value`` is a finite number > 0; return it as float."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
+            or value != value or value == float("inf"):
+        raise NeurofmError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def _type_names(types):
+    if isinstance(types, tuple):
+        return " or ".join(t.__name__ for t in types)
+    return types.__name__

@@ -1,0 +1,46 @@
+"""Shared fixtures: real recordings shipped in PyPI wheels (see ../shared/DATA.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("neurofm", deadline=None, max_examples=30,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("neurofm")
+
+
+@pytest.fixture(scope="session")
+def spkit_eeg():
+    """spkit's REAL 14-channel Emotiv EEG (128 Hz, 16 s, uV) as a canonical recording."""
+    from neurofm._bundled import spkit_eeg
+
+    return spkit_eeg()
+
+
+@pytest.fixture(scope="session")
+def edf_path():
+    """pyedflib's REAL EDF+ file (11 channels, 200 Hz, 600 s, 2 annotations)."""
+    from neurofm._bundled import pyedflib_file
+
+    return pyedflib_file("test_generator.edf")
+
+
+@pytest.fixture(scope="session")
+def bdf_path():
+    """pyedflib's REAL BDF+ file with mixed per-channel rates (500-1000 Hz)."""
+    from neurofm._bundled import pyedflib_file
+
+    return pyedflib_file("test_generator.bdf")
+
+
+@pytest.fixture
+def small_recording():
+    """A generated 8-channel EEG recording (random numbers; for layout tests only)."""
+    from neurofm.schema import make_recording
+
+    rng = np.random.default_rng(0)
+    return make_recording(rng.standard_normal((8, 1000)) * 10, channel=[f"E{i}" for i in range(8)],
+                          sfreq=250.0, modality="eeg", subject="01", task="rest",
+                          events=[(0.5, 0.0, "stim/a"), (1.5, 0.2, "stim/b")])
