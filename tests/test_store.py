@@ -246,3 +246,18 @@ def test_concurrent_readers_processes(tmp_path):
     for s_list, res in zip(starts, results):
         np.testing.assert_allclose(res, [truth[:, s:s + 500].sum() for s in s_list],
                                    rtol=1e-9)
+
+
+@pytest.mark.parametrize("compressor", [None, "zstd"])
+def test_window_touches_only_its_chunks(tmp_path, compressor):
+    ds = _rec("01", n_t=10000)
+    store = write_store([ds], tmp_path / "s", chunk_seconds=2.0, compressor=compressor)
+    rid = store.ids[0]
+    chunk_dir = tmp_path / "s" / f"{rid}.zarr" / "signal" / "c" / "0"
+    assert sorted(int(p.name) for p in chunk_dir.iterdir()) == list(range(10))
+    for p in chunk_dir.iterdir():  # corrupt every chunk but 2 and 3 (samples 2000-3999)
+        if p.name not in ("2", "3"):
+            p.write_bytes(b"\x00garbage" * 7)
+    fresh = open_store(tmp_path / "s")
+    np.testing.assert_array_equal(fresh.read_window(rid, 2100, 3900),
+                                  ds["signal"].values[:, 2100:3900])
