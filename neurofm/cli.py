@@ -201,21 +201,14 @@ def _cmd_info(args):
 # --------------------------------------------------------------------------------------------
 # convert
 # --------------------------------------------------------------------------------------------
-def _is_bids_root(path):
-    p = Path(path)
-    return p.is_dir() and ((p / "dataset_description.json").exists()
-                           or any(c.is_dir() and c.name.startswith("sub-") for c in p.iterdir()))
-
-
 def _cmd_convert(args):
     from ._logging import logger, progress
     from .io import read
+    from .io.bids import convert_bids, is_bids_root
     from .store import open_store
 
     verbose = False if args.quiet else None
-    if len(args.inputs) == 1 and _is_bids_root(args.inputs[0]):
-        from .io.bids import convert_bids
-
+    if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
         kw = {}
         if args.montage:
             kw["montage"] = args.montage

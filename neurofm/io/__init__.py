@@ -56,6 +56,10 @@ _BUILTIN = [
     Reader("ephys", "neurofm.io.ephys:read_ephys",
            tuple(e for e in _EPHYS_EXTENSIONS if e not in (".vmrk", ".xdf", ".ns3", ".ns5")),
            sniff="neurofm.io.ephys:_is_ephys_dir"),
+    Reader("fmri", "neurofm.io.fmri:_read_fmri_dispatch", (".nii", ".nii.gz")),
+    Reader("calcium", "neurofm.io.calcium:read_calcium", (".nwb", ".hdf5", ".h5"),
+           sniff="neurofm.io.calcium:_is_suite2p_dir"),
+    Reader("celegans", "neurofm.io.celegans:read_celegans", (".parquet",)),
 ]
 
 

@@ -1,0 +1,704 @@
+"""Calcium imaging traces -> canonical Dataset.
+
+Four sources, told apart by :func:`read_calcium` (or its ``format=`` argument):
+
+- a suite2p plane folder (``F.npy``, ``Fneu.npy``, ``spks.npy``, ``iscell.npy``, ``stat.npy``,
+  ``ops.npy``; the two object arrays go through :func:`neurofm.io._pickle.restricted_load`);
+- a CaImAn HDF5 file written by ``cnm.save`` (read with h5py: ``estimates/C``, ``S``,
+  ``F_dff``, ``YrA``, ``A``, ``idx_components``, ``dims`` and ``params/data/fr``);
+- an NWB file with an ``ophys`` processing module (``Fluorescence`` / ``DfOverF``
+  RoiResponseSeries, ROI centroids from their PlaneSegmentation);
+- a plain cells x time array (``.npy``, ``.csv``, ``.tsv``, ``.txt``) with ``fs=``.
+
+Every ROI is a ``channel`` with ch_type "cell"; ``ch_pos`` holds its centroid in pixels
+(x = column, y = row, z = plane index). ``iscell`` / ``iscell_prob`` coordinates and the
+extra (channel, time) variables ``F``, ``Fneu``, ``spks`` (and CaImAn's ``C``) are added when
+the source has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .._checks import check_option, check_positive
+from .._logging import logger, use_log_level
+from ..errors import DataError, FormatError, NeurofmError
+from ..schema import append_history, make_recording, validate
+
+__all__ = ["read_calcium", "CALCIUM_FORMATS", "CALCIUM_SIGNALS"]
+
+CALCIUM_FORMATS = ("suite2p", "caiman", "nwb", "array")
+CALCIUM_SIGNALS = ("dff", "F", "Fc", "spks", "C")
+
+_ARRAY_SUFFIXES = (".npy", ".csv", ".tsv", ".txt")
+_SUITE2P_FILES = ("F.npy", "Fneu.npy", "spks.npy", "iscell.npy", "stat.npy", "ops.npy")
+_DEFAULT_NEUCOEFF = 0.7
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, verbose=None):
+    """Read calcium imaging traces into the canonical Dataset.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        A suite2p plane folder (``.../suite2p/plane0``), a CaImAn ``.hdf5``/``.h5`` file, an
+        ``.nwb`` file, or a ``.npy``/``.csv``/``.tsv``/``.txt`` array of shape
+        (n_cells, n_frames).
+    format : {"suite2p", "caiman", "nwb", "array"} | None
+        Inferred from ``path`` when None.
+    fs : float, optional
+        Frame rate in Hz. Required for plain arrays; overrides ``ops["fs"]`` (suite2p) and
+        ``params/data/fr`` (CaImAn) when given. NWB files carry their own rate.
+    signal : {"dff", "F", "Fc", "spks", "C"}
+        What lands in ``signal``: "dF/F" (the file's own when it has one, e.g. CaImAn
+        ``F_dff`` or an NWB ``DfOverF`` series; otherwise computed with
+        :func:`neurofm.preprocessing.dff`: suite2p's maximin baseline with the ``ops``
+        parameters on Fc for suite2p, a running 8th percentile over 60 s elsewhere), raw
+        fluorescence "F" (CaImAn: ``C + YrA``), neuropil-corrected "Fc" = F - neucoeff * Fneu,
+        deconvolved "spks" (CaImAn ``S``) or CaImAn's denoised "C".
+    neucoeff : float, optional
+        Neuropil coefficient for "Fc" (and for suite2p dF/F); defaults to ``ops["neucoeff"]``
+        or 0.7.
+    verbose : bool | str | None
+        Log level for this call.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        Canonical recording, modality "calcium": ``signal`` (n_rois, n_frames) float32,
+        channel = ROI ids (``roi<k>``), ch_type "cell", ``ch_pos`` = centroids in pixels
+        (attrs units "px"), coords ``iscell`` (bool) and ``iscell_prob`` where available,
+        extra variables ``F``, ``Fneu``, ``spks`` (channel, time) when present.
+
+    Raises
+    ------
+    FormatError
+        Missing/unrecognised files (e.g. a suite2p folder without ``F.npy``, an NWB file
+        without ophys data), a pickle that names non-numpy globals, or a ``signal`` the
+        source does not have.
+    DataError
+        No frame rate, shape mismatches (F vs Fneu), irregular timestamps, NaN values.
+    """
+    with use_log_level(verbose):
+        path = Path(path)
+        if not path.exists():
+            raise FormatError(f"{path}: file or folder not found")
+        check_option("signal", signal, CALCIUM_SIGNALS)
+        fmt = _infer_format(path) if format is None else check_option("format", format,
+                                                                        CALCIUM_FORMATS)
+        fs = check_positive("fs", fs, allow_none=True)
+        if neucoeff is not None:
+            if isinstance(neucoeff, bool) or not isinstance(neucoeff, (int, float)) \
+                    or not np.isfinite(neucoeff) or neucoeff < 0:
+                raise NeurofmError(f"neucoeff must be a finite number >= 0; got {neucoeff!r}")
+            neucoeff = float(neucoeff)
+        reader = {"suite2p": _read_suite2p, "caiman": _read_caiman, "nwb": _read_nwb,
+                  "array": _read_array}[fmt]
+        ds = reader(path, fs=fs, signal=signal, neucoeff=neucoeff)
+        validate(ds, name=str(path))
+        logger.info("read %s (%s): %d ROIs, %d frames at %g Hz, signal %s", path, fmt,
+                    ds.sizes["channel"], ds.sizes["time"], ds.attrs["sfreq"], signal)
+        return ds
+
+
+def _infer_format(path):
+    if path.is_dir():
+        if _is_suite2p_dir(path):
+            return "suite2p"
+        planes = sorted(p.name for p in path.glob("plane*") if p.is_dir())
+        if planes:
+            raise FormatError(f"{path}: a suite2p output folder with planes {planes}; pass one "
+                              f"plane folder, e.g. {path / planes[0]}")
+        raise FormatError(f"{path}: not a suite2p plane folder; expected F.npy (with Fneu.npy, "
+                          f"iscell.npy, stat.npy, ops.npy) inside")
+    name = path.name.lower()
+    if name.endswith(".nwb"):
+        return "nwb"
+    if name.endswith((".hdf5", ".h5")):
+        return "caiman"
+    if name.endswith(_ARRAY_SUFFIXES):
+        return "array"
+    raise FormatError(f"{path}: cannot tell the calcium format; expected a suite2p plane "
+                      f"folder, .hdf5/.h5 (CaImAn), .nwb or {', '.join(_ARRAY_SUFFIXES)}; pass "
+                      "format= to choose")
+
+
+def _is_suite2p_dir(path):
+    """True for a folder holding suite2p plane outputs (used by :func:`neurofm.io.read`)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    present = [f for f in _SUITE2P_FILES if (path / f).is_file()]
+    return "F.npy" in present or len(present) >= 2
+
+
+# --------------------------------------------------------------------------------------------
+# building the Dataset
+# --------------------------------------------------------------------------------------------
+def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscell_prob=None,
+           extras=None, tmin=0.0, attrs=None):
+    """Assemble the canonical recording from (n_rois, n_frames) arrays."""
+    ds = make_recording(
+        data, channel=names, sfreq=fs, modality="calcium", ch_type="cell", ch_pos=ch_pos,
+        units=units, tmin=tmin, pos_coord_frame="image", pos_units="px",
+        source_file=str(Path(path).resolve()), source_format=fmt, **(attrs or {}),
+    )
+    if iscell is not None:
+        ds = ds.assign_coords(iscell=("channel", np.asarray(iscell, dtype=bool)))
+    if iscell_prob is not None:
+        ds = ds.assign_coords(iscell_prob=("channel", np.asarray(iscell_prob,
+                                                                  dtype=np.float64)))
+    for name, (arr, var_units) in (extras or {}).items():
+        ds[name] = xr.Variable(("channel", "time"), np.array(arr, dtype=np.float32),
+                               {"units": var_units})
+    return ds
+
+
+def _to_dff(ds, path, **dff_kwargs):
+    from ..preprocessing.dff import dff
+
+    logger.info("%s: computing dF/F (%s)", path, dff_kwargs)
+    return dff(ds, **dff_kwargs)
+
+
+def _check_2d(arr, name, path):
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: {name} must be a 2-D array (n_rois, n_frames); got shape "
+                        f"{arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"{path}: {name} must be numeric; got dtype {arr.dtype}")
+    return arr
+
+
+def _same_shape(arr, ref, name, ref_name, path):
+    if arr.shape != ref.shape:
+        raise DataError(f"{path}: {name} has shape {arr.shape} but {ref_name} has shape "
+                        f"{ref.shape}; expected the same (n_rois, n_frames)")
+
+
+def _roi_names(n, ids=None):
+    if ids is None:
+        ids = range(n)
+    return [f"roi{int(i)}" for i in ids]
+
+
+def _missing_signal(path, fmt, signal, available):
+    return FormatError(f"{path}: signal={signal!r} is not available from a {fmt} source; "
+                       f"available: {available}")
+
+
+# --------------------------------------------------------------------------------------------
+# suite2p
+# --------------------------------------------------------------------------------------------
+def _read_suite2p(path, *, fs, signal, neucoeff):
+    from ._pickle import load_npy, restricted_load
+
+    folder = Path(path)
+    f_path = folder / "F.npy"
+    if not f_path.is_file():
+        present = sorted(p.name for p in folder.glob("*.npy"))
+        raise FormatError(f"{folder}: suite2p plane folder without F.npy (the fluorescence "
+                          f"traces, n_rois x n_frames); found {present}")
+    F = _check_2d(load_npy(f_path), "F.npy", folder)
+    n_rois = F.shape[0]
+
+    def optional(name):
+        p = folder / name
+        return load_npy(p) if p.is_file() else None
+
+    Fneu = optional("Fneu.npy")
+    if Fneu is not None:
+        Fneu = _check_2d(Fneu, "Fneu.npy", folder)
+        _same_shape(Fneu, F, "Fneu.npy", "F.npy", folder)
+    spks = optional("spks.npy")
+    if spks is not None:
+        spks = _check_2d(spks, "spks.npy", folder)
+        _same_shape(spks, F, "spks.npy", "F.npy", folder)
+
+    iscell = iscell_prob = None
+    raw_iscell = optional("iscell.npy")
+    if raw_iscell is not None:
+        raw_iscell = np.asarray(raw_iscell, dtype=np.float64)
+        if raw_iscell.ndim == 1:
+            raw_iscell = raw_iscell[:, None]
+        if raw_iscell.shape[0] != n_rois:
+            raise DataError(f"{folder}: iscell.npy has {raw_iscell.shape[0]} rows but F.npy "
+                            f"has {n_rois} ROIs")
+        iscell = raw_iscell[:, 0] > 0.5
+        if raw_iscell.shape[1] > 1:
+            iscell_prob = raw_iscell[:, 1]
+
+    ch_pos = None
+    if (folder / "stat.npy").is_file():
+        stat = restricted_load(folder / "stat.npy")
+        ch_pos = _suite2p_centroids(stat, n_rois, folder)
+
+    ops = {}
+    if (folder / "ops.npy").is_file():
+        raw_ops = restricted_load(folder / "ops.npy")
+        if isinstance(raw_ops, np.ndarray) and raw_ops.dtype == object and raw_ops.size == 1:
+            raw_ops = raw_ops.item()
+        if not isinstance(raw_ops, dict):
+            raise FormatError(f"{folder / 'ops.npy'}: expected a dict of options (0-d object "
+                              f"array); found {type(raw_ops).__name__}")
+        ops = raw_ops
+
+    fs_source = "argument"
+    if fs is None:
+        if "fs" not in ops:
+            where = "ops.npy has no fs" if ops else "no ops.npy"
+            raise DataError(f"{folder}: no frame rate ({where}); pass fs= (Hz)")
+        fs = check_positive("ops['fs']", float(ops["fs"]))
+        fs_source = "ops.npy"
+    coef = neucoeff if neucoeff is not None else float(ops.get("neucoeff", _DEFAULT_NEUCOEFF))
+    if ch_pos is not None and "iplane" in ops:
+        ch_pos[:, 2] = float(ops["iplane"])
+
+    extras = {"F": (F, "a.u.")}
+    if Fneu is not None:
+        extras["Fneu"] = (Fneu, "a.u.")
+    if spks is not None:
+        extras["spks"] = (spks, "a.u.")
+    available = ["dff", "F"] + (["Fc"] if Fneu is not None else []) + \
+        (["spks"] if spks is not None else [])
+
+    def fc():
+        return F.astype(np.float64) - coef * Fneu.astype(np.float64)
+
+    if signal == "F":
+        data = F
+    elif signal == "spks":
+        if spks is None:
+            raise _missing_signal(folder, "suite2p", signal, available)
+        data = spks
+    elif signal == "C":
+        raise _missing_signal(folder, "suite2p", signal, available)
+    elif signal == "Fc":
+        if Fneu is None:
+            raise _missing_signal(folder, "suite2p (no Fneu.npy)", signal, available)
+        data = fc()
+    else:  # dff from Fc (or F without neuropil) with suite2p's baseline options
+        data = fc() if Fneu is not None else F
+    attrs = {"neucoeff": coef, "calcium_signal": signal, "plane": int(ops.get("iplane", 0))}
+    ds = _build(data, names=_roi_names(n_rois), fs=fs, units="a.u.", path=folder,
+                fmt="suite2p", ch_pos=ch_pos, iscell=iscell, iscell_prob=iscell_prob,
+                extras=extras, attrs=attrs)
+    ds = append_history(ds, "read_calcium", path=str(folder), format="suite2p", signal=signal,
+                        neucoeff=coef, fs=fs, fs_source=fs_source,
+                        files=[f for f in _SUITE2P_FILES if (folder / f).is_file()])
+    if signal == "dff":
+        ds = _to_dff(ds, folder, **_suite2p_baseline(ops, ds, folder))
+    return ds
+
+
+def _suite2p_baseline(ops, ds, folder):
+    """dff() arguments matching suite2p's baseline options in ``ops``."""
+    window_s = float(ops.get("win_baseline", 60.0))
+    sigma = float(ops.get("sig_baseline", 10.0))
+    prct = float(ops.get("prctile_baseline", 8.0))
+    baseline = str(ops.get("baseline", "maximin"))
+    if baseline == "constant_prctile":
+        duration = ds.sizes["time"] / ds.attrs["sfreq"]
+        return {"method": "percentile", "window_s": 2.0 * duration + 1.0, "percentile": prct}
+    if baseline != "maximin":
+        logger.warning("%s: ops baseline=%r is not implemented; using 'maximin'", folder,
+                       baseline)
+    return {"method": "maximin", "window_s": window_s, "sigma": sigma}
+
+
+def _suite2p_centroids(stat, n_rois, folder):
+    stat = np.asarray(stat, dtype=object).ravel()
+    if stat.shape[0] != n_rois:
+        raise DataError(f"{folder}: stat.npy describes {stat.shape[0]} ROIs but F.npy has "
+                        f"{n_rois}")
+    pos = np.full((n_rois, 3), np.nan)
+    for i, roi in enumerate(stat):
+        if not isinstance(roi, dict):
+            raise FormatError(f"{folder / 'stat.npy'}: entry {i} is {type(roi).__name__}; "
+                              "expected a dict per ROI")
+        if "med" in roi:
+            y, x = np.asarray(roi["med"], dtype=np.float64)[:2]
+        elif "ypix" in roi and "xpix" in roi:
+            y = float(np.mean(roi["ypix"]))
+            x = float(np.mean(roi["xpix"]))
+        else:
+            continue
+        pos[i] = (x, y, 0.0)
+    return pos
+
+
+# --------------------------------------------------------------------------------------------
+# CaImAn
+# --------------------------------------------------------------------------------------------
+def _read_caiman(path, *, fs, signal, neucoeff):
+    try:
+        import h5py
+    except ImportError as err:  # pragma: no cover - h5py is in the test/all extras
+        raise ImportError("reading CaImAn HDF5 files needs h5py: pip install "
+                          "'neurofm[all]'") from err
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise FormatError(f"{path}: not a readable HDF5 file ({err})") from err
+    with fh:
+        if "estimates" not in fh or "C" not in fh["estimates"]:
+            raise FormatError(f"{path}: not a CaImAn file: expected the dataset estimates/C "
+                              f"(written by cnm.save); found top-level keys {sorted(fh.keys())}")
+        est = fh["estimates"]
+        C = _check_2d(_h5_array(est, "C"), "estimates/C", path)
+        n_comp = C.shape[0]
+        S = _h5_array(est, "S")
+        F_dff = _h5_array(est, "F_dff")
+        YrA = _h5_array(est, "YrA")
+        for name, arr in (("S", S), ("F_dff", F_dff), ("YrA", YrA)):
+            if arr is not None:
+                _check_2d(arr, f"estimates/{name}", path)
+                _same_shape(arr, C, f"estimates/{name}", "estimates/C", path)
+        idx = _h5_array(est, "idx_components")
+        dims = _h5_array(est, "dims")
+        if dims is None:
+            dims = _h5_array(fh, "dims")
+        A = _caiman_footprints(est, path)
+        fr = None
+        if "params" in fh and "data" in fh["params"]:
+            fr = _h5_array(fh["params"]["data"], "fr")
+    fs_source = "argument"
+    if fs is None:
+        if fr is None or np.ndim(fr) != 0:
+            raise DataError(f"{path}: no frame rate (params/data/fr missing); pass fs= (Hz)")
+        fs = check_positive("params/data/fr", float(fr))
+        fs_source = "params/data/fr"
+
+    iscell = None
+    if idx is not None:
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n_comp):
+            raise DataError(f"{path}: estimates/idx_components holds indices outside "
+                            f"[0, {n_comp}); found {idx.min()}..{idx.max()}")
+        iscell = np.zeros(n_comp, dtype=bool)
+        iscell[idx] = True
+    ch_pos = None
+    if A is not None:
+        ch_pos = _caiman_centroids(A, dims, n_comp, path)
+
+    F = C + YrA if YrA is not None else None
+    extras = {"C": (C, "a.u.")}
+    if F is not None:
+        extras["F"] = (F, "a.u.")
+    if S is not None:
+        extras["spks"] = (S, "a.u.")
+    available = ["dff", "C"] + (["F"] if F is not None else []) + \
+        (["spks"] if S is not None else [])
+    units = "a.u."
+    compute_dff = False
+    if signal == "C":
+        data = C
+    elif signal == "spks":
+        if S is None:
+            raise _missing_signal(path, "CaImAn (no estimates/S)", signal, available)
+        data = S
+    elif signal == "F":
+        if F is None:
+            raise _missing_signal(path, "CaImAn (no estimates/YrA)", signal, available)
+        data = F
+    elif signal == "Fc":
+        raise _missing_signal(path, "CaImAn (background is modelled, there is no neuropil "
+                              "trace)", signal, available)
+    elif F_dff is not None:
+        data, units = F_dff, "dF/F"
+    else:
+        data = F if F is not None else C
+        compute_dff = True
+    ds = _build(data, names=_roi_names(n_comp), fs=fs, units=units, path=path, fmt="caiman",
+                ch_pos=ch_pos, iscell=iscell, extras=extras,
+                attrs={"calcium_signal": signal})
+    ds = append_history(ds, "read_calcium", path=str(path), format="caiman", signal=signal,
+                        fs=fs, fs_source=fs_source,
+                        dff_source="file" if signal == "dff" and not compute_dff else None)
+    if compute_dff:
+        ds = _to_dff(ds, path, method="percentile")
+    return ds
+
+
+def _h5_array(group, name):
+    """A dataset as an array, or None when absent or stored as CaImAn's 'NoneType'."""
+    if name not in group:
+        return None
+    node = group[name]
+    if not hasattr(node, "shape"):
+        return None
+    value = node[()]
+    if isinstance(value, (bytes, str)):
+        return None  # cnm.save writes None as the string 'NoneType'
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SUO":
+        return None
+    return arr
+
+
+def _caiman_footprints(est, path):
+    import scipy.sparse as sp
+
+    if "A" not in est:
+        return None
+    node = est["A"]
+    if hasattr(node, "shape"):  # dense (pixels x components)
+        arr = np.asarray(node[()])
+        return sp.csc_matrix(arr) if arr.ndim == 2 else None
+    need = ("data", "indices", "indptr", "shape")
+    if not all(k in node for k in need):
+        raise FormatError(f"{path}: estimates/A must hold data, indices, indptr and shape (a CSC "
+                          f"matrix); found {sorted(node.keys())}")
+    shape = tuple(int(s) for s in np.asarray(node["shape"][()]).ravel())
+    try:
+        return sp.csc_matrix((node["data"][()], node["indices"][()], node["indptr"][()]),
+                             shape=shape)
+    except ValueError as err:
+        raise FormatError(f"{path}: estimates/A is not a valid CSC matrix of shape {shape} "
+                          f"({err})") from err
+
+
+def _caiman_centroids(A, dims, n_comp, path):
+    if A.shape[1] != n_comp:
+        raise DataError(f"{path}: estimates/A has {A.shape[1]} components but estimates/C has "
+                        f"{n_comp}")
+    if dims is None:
+        logger.warning("%s: no dims stored; ROI centroids are unknown", path)
+        return None
+    dims = tuple(int(d) for d in np.asarray(dims).ravel())
+    if int(np.prod(dims)) != A.shape[0]:
+        raise DataError(f"{path}: estimates/A has {A.shape[0]} pixels but dims {dims} give "
+                        f"{int(np.prod(dims))}")
+    # CaImAn flattens the field of view in Fortran order: pixel p -> (row, col[, plane]).
+    coords = np.unravel_index(np.arange(A.shape[0]), dims, order="F")
+    A = A.tocsc()
+    weights = np.asarray(abs(A).sum(axis=0)).ravel()
+    pos = np.full((n_comp, 3), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row = np.asarray(abs(A).T @ coords[0]).ravel() / weights
+        col = np.asarray(abs(A).T @ coords[1]).ravel() / weights
+        plane = (np.asarray(abs(A).T @ coords[2]).ravel() / weights if len(dims) > 2
+                 else np.zeros(n_comp))
+    ok = weights > 0
+    pos[ok] = np.column_stack([col, row, plane])[ok]
+    return pos
+
+
+# --------------------------------------------------------------------------------------------
+# NWB
+# --------------------------------------------------------------------------------------------
+_SUITE2P_NWB_NAMES = {"Fluorescence": "F", "Neuropil": "Fneu", "Deconvolved": "spks"}
+
+
+def _read_nwb(path, *, fs, signal, neucoeff):
+    try:
+        from pynwb import NWBHDF5IO
+        from pynwb.ophys import DfOverF, Fluorescence
+    except ImportError as err:  # pragma: no cover - pynwb is in the test/all extras
+        raise ImportError("reading NWB files needs pynwb: pip install 'neurofm[all]'") from err
+    try:
+        io = NWBHDF5IO(str(path), mode="r", load_namespaces=True)
+        nwb = io.read()
+    except Exception as err:  # pynwb/hdmf raise many types on a bad file
+        raise FormatError(f"{path}: not a readable NWB file ({type(err).__name__}: {err})") \
+            from err
+    with io:
+        modules = sorted(nwb.processing.keys())
+        if "ophys" not in nwb.processing:
+            raise FormatError(f"{path}: NWB file without optical physiology: expected a "
+                              f"processing module 'ophys'; found {modules or 'none'}")
+        ophys = nwb.processing["ophys"]
+        found = {}  # role -> (interface name, series)
+        for name, iface in ophys.data_interfaces.items():
+            if isinstance(iface, DfOverF):
+                found.setdefault("dff", (name, _one_series(iface, path, name)))
+            elif isinstance(iface, Fluorescence):
+                role = _SUITE2P_NWB_NAMES.get(name, "F")
+                found.setdefault(role, (name, _one_series(iface, path, name)))
+        if not found:
+            raise FormatError(f"{path}: the ophys module holds no Fluorescence or DfOverF "
+                              f"RoiResponseSeries; found {sorted(ophys.data_interfaces)}")
+        ref_role = "F" if "F" in found else next(iter(found))
+        ref_name, ref = found[ref_role]
+        arrays = {}
+        for role, (name, series) in found.items():
+            data = np.asarray(series.data[:])
+            if data.ndim == 1:
+                data = data[:, None]
+            if data.ndim != 2:
+                raise DataError(f"{path}: {name}/{series.name} data must be 2-D (n_frames, "
+                                f"n_rois); got shape {data.shape}")
+            arrays[role] = data.T  # NWB is time-first
+        ref_shape = arrays[ref_role].shape
+        for role, arr in arrays.items():
+            if arr.shape != ref_shape:
+                raise DataError(f"{path}: {found[role][0]} has {arr.shape[0]} ROIs x "
+                                f"{arr.shape[1]} frames but {ref_name} has {ref_shape[0]} x "
+                                f"{ref_shape[1]}")
+        rate, tmin, rate_source = _nwb_timing(ref, path, fs)
+        ids, ch_pos, iscell, iscell_prob = _nwb_rois(ref, ref_shape[0], path)
+
+    extras = {k: (v, "a.u.") for k, v in arrays.items() if k in ("F", "Fneu", "spks")}
+    available = sorted(set(arrays) | ({"dff"} if "F" in arrays else set())
+                       | ({"Fc"} if {"F", "Fneu"} <= set(arrays) else set()))
+    coef = neucoeff if neucoeff is not None else _DEFAULT_NEUCOEFF
+    units, compute_dff = "a.u.", False
+    if signal == "dff" and "dff" in arrays:
+        data, units = arrays["dff"], "dF/F"
+    elif signal == "dff" and "F" in arrays:
+        data, compute_dff = arrays["F"], True
+    elif signal == "Fc" and {"F", "Fneu"} <= set(arrays):
+        data = arrays["F"].astype(np.float64) - coef * arrays["Fneu"].astype(np.float64)
+    elif signal in arrays and signal != "dff":
+        data = arrays[signal]
+    else:
+        raise _missing_signal(path, "NWB", signal, available)
+    ds = _build(data, names=ids, fs=rate, units=units, path=path, fmt="nwb", ch_pos=ch_pos,
+                iscell=iscell, iscell_prob=iscell_prob, extras=extras, tmin=tmin,
+                attrs={"calcium_signal": signal, "neucoeff": coef})
+    ds = append_history(ds, "read_calcium", path=str(path), format="nwb", signal=signal,
+                        series={r: f"{n}/{s.name}" for r, (n, s) in found.items()},
+                        fs=rate, fs_source=rate_source)
+    if compute_dff:
+        ds = _to_dff(ds, path, method="percentile")
+    return ds
+
+
+def _one_series(iface, path, name):
+    series = dict(iface.roi_response_series)
+    if len(series) == 1:
+        return next(iter(series.values()))
+    if not series:
+        raise FormatError(f"{path}: ophys/{name} holds no RoiResponseSeries")
+    raise FormatError(f"{path}: ophys/{name} holds several RoiResponseSeries {sorted(series)}; "
+                      "neurofm reads one plane per file (split the planes first)")
+
+
+def _nwb_timing(series, path, fs):
+    rate = getattr(series, "rate", None)
+    tmin = float(getattr(series, "starting_time", None) or 0.0)
+    if rate is not None:
+        if fs is not None and abs(fs - float(rate)) > 1e-6 * float(rate):
+            logger.warning("%s: fs=%g given but the file's rate is %g Hz; using fs", path, fs,
+                           rate)
+            return fs, tmin, "argument"
+        return float(rate), tmin, "rate"
+    stamps = getattr(series, "timestamps", None)
+    if stamps is None:
+        if fs is None:
+            raise DataError(f"{path}: {series.name} has neither rate nor timestamps; pass fs=")
+        return fs, tmin, "argument"
+    t = np.asarray(stamps[:], dtype=np.float64)
+    if t.size < 2:
+        if fs is None:
+            raise DataError(f"{path}: {series.name} has {t.size} timestamp(s); pass fs=")
+        return fs, float(t[0]) if t.size else 0.0, "argument"
+    dt = np.diff(t)
+    step = float(np.median(dt))
+    if not step > 0 or np.max(np.abs(dt - step)) > 0.01 * step:
+        raise DataError(f"{path}: {series.name} timestamps are irregular (steps "
+                        f"{dt.min():.6g}..{dt.max():.6g} s around a median of {step:.6g} s); "
+                        "expected a constant frame interval")
+    rate = fs if fs is not None else 1.0 / step
+    return rate, float(t[0]), "argument" if fs is not None else "timestamps"
+
+
+def _nwb_rois(series, n_rois, path):
+    region = getattr(series, "rois", None)
+    if region is None:
+        return _roi_names(n_rois), None, None, None
+    table = region.table
+    index = np.asarray(region.data[:], dtype=np.int64)
+    if index.size != n_rois:
+        raise DataError(f"{path}: {series.name} has {n_rois} ROI columns but its rois region "
+                        f"lists {index.size}")
+    ids = np.asarray(table.id[:])[index]
+    columns = set(table.colnames)
+    pos = np.full((n_rois, 3), np.nan)
+    if "pixel_mask" in columns:
+        for k, i in enumerate(index):
+            pm = table["pixel_mask"][int(i)]
+            x = np.asarray([p[0] for p in pm], dtype=np.float64)
+            y = np.asarray([p[1] for p in pm], dtype=np.float64)
+            w = np.asarray([p[2] for p in pm], dtype=np.float64)
+            if w.sum() > 0:
+                pos[k] = (np.sum(w * x) / w.sum(), np.sum(w * y) / w.sum(), 0.0)
+    elif "image_mask" in columns:
+        for k, i in enumerate(index):
+            mask = np.abs(np.asarray(table["image_mask"][int(i)], dtype=np.float64))
+            total = mask.sum()
+            if total > 0:
+                grid = np.indices(mask.shape)
+                # NWB image masks are (x, y[, z])
+                centre = [float((g * mask).sum() / total) for g in grid]
+                pos[k] = (centre[0], centre[1], centre[2] if len(centre) > 2 else 0.0)
+    iscell = iscell_prob = None
+    if "iscell" in columns:
+        raw = np.asarray(table["iscell"].data[:], dtype=np.float64)[index]
+        if raw.ndim == 1:
+            raw = raw[:, None]
+        iscell = raw[:, 0] > 0.5
+        if raw.shape[1] > 1:
+            iscell_prob = raw[:, 1]
+    return _roi_names(n_rois, ids), pos, iscell, iscell_prob
+
+
+# --------------------------------------------------------------------------------------------
+# plain arrays
+# --------------------------------------------------------------------------------------------
+def _read_array(path, *, fs, signal, neucoeff):
+    if fs is None:
+        raise DataError(f"{path}: a plain array carries no frame rate; pass fs= (Hz)")
+    names = None
+    if path.name.lower().endswith(".npy"):
+        from ._pickle import load_npy
+
+        data = load_npy(path)
+    else:
+        data, names = _read_table(path)
+    data = _check_2d(data, "the array", path)
+    if signal not in ("dff", "F"):
+        raise _missing_signal(path, "plain array (read as F)", signal, ["dff", "F"])
+    if names is None:
+        names = _roi_names(data.shape[0])
+    ds = _build(data, names=names, fs=fs, units="a.u.", path=path, fmt="array",
+                attrs={"calcium_signal": signal})
+    ds = append_history(ds, "read_calcium", path=str(path), format="array", signal=signal,
+                        fs=fs)
+    if signal == "dff":
+        ds = _to_dff(ds, path, method="percentile")
+    return ds
+
+
+def _read_table(path):
+    """A cells x time text table, optionally with ROI names in the first column."""
+    import pandas as pd
+
+    sep = "\t" if path.name.lower().endswith(".tsv") else None
+    try:
+        df = pd.read_csv(path, sep=sep, header=None, engine="python")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise FormatError(f"{path}: not a readable delimited table ({err})") from err
+    names = None
+    first_col = pd.to_numeric(df.iloc[:, 0], errors="coerce")
+    if df.shape[1] > 1 and first_col.isna().sum() > len(df) // 2:
+        names = [str(v) for v in df.iloc[:, 0]]
+        df = df.iloc[:, 1:]
+    first_row = pd.to_numeric(df.iloc[0], errors="coerce")
+    if first_row.isna().all():  # a header row (frame labels)
+        df = df.iloc[1:]
+        if names is not None:
+            names = names[1:]
+    values = df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(values).any() and not np.isnan(values).all():
+        r, c = np.argwhere(np.isnan(values))[0]
+        raise DataError(f"{path}: non-numeric or missing value at row {r}, column {c}; "
+                        "expected a numeric cells x frames table")
+    return values, names

@@ -1,0 +1,791 @@
+"""fMRI -> canonical Dataset: ROI time series extracted from a 4D BOLD image with nilearn.
+
+:func:`read_fmri` runs one of nilearn's maskers on a BOLD image:
+
+- a labels image (3D integer parcellation) -> :class:`~nilearn.maskers.NiftiLabelsMasker`,
+  one channel per parcel, ``ch_pos`` = parcel centroid in world mm;
+- a probabilistic maps image (4D) -> :class:`~nilearn.maskers.NiftiMapsMasker`;
+- coordinates (a table or array of x, y, z in mm, or an offline atlas name: "power_2011",
+  "dosenbach_2010", "seitzman_2018") -> :class:`~nilearn.maskers.NiftiSpheresMasker`.
+
+Confounds come from fMRIPrep tables (``nilearn.interfaces.fmriprep.load_confounds``, with its
+``sample_mask``), from a DataFrame / TSV, or not at all. :func:`read_roi_timeseries` wraps an
+already extracted time x ROI table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .._checks import check_positive
+from .._logging import logger, use_log_level
+from ..errors import DataError, FormatError, NeurofmError
+from ..schema import append_history, make_recording, validate
+
+__all__ = ["read_fmri", "read_roi_timeseries", "COORDINATE_ATLASES"]
+
+#: Offline coordinate atlases shipped inside nilearn (read from its package data).
+COORDINATE_ATLASES = ("power_2011", "dosenbach_2010", "seitzman_2018")
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+_MS_THRESHOLD = 100.0  # a "TR" above this many seconds is really milliseconds
+
+
+# --------------------------------------------------------------------------------------------
+# read_fmri
+# --------------------------------------------------------------------------------------------
+def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "wm_csf"),
+              t_r=None, standardize="zscore_sample", detrend=False, low_pass=None,
+              high_pass=None, radius=5.0, labels=None, mask_img=None, verbose=None):
+    """Extract ROI time series from a 4D BOLD image.
+
+    Parameters
+    ----------
+    bold : str | os.PathLike | nibabel image
+        A 4D NIfTI image of shape (x, y, z, n_volumes).
+    atlas : str | os.PathLike | nibabel image | pandas.DataFrame | array-like
+        A 3D labels image (integer parcels; 0 is background), a 4D probabilistic maps image
+        (x, y, z, n_maps), a coordinate table (DataFrame, ``.csv``/``.tsv`` with columns x, y,
+        z and optionally name; or an array of shape (n_rois, 3) in mm), or the name of an
+        offline coordinate atlas: "power_2011" (264 ROIs), "dosenbach_2010" (160),
+        "seitzman_2018" (300). An object with ``maps`` (and ``labels``) attributes, as
+        nilearn's atlas fetchers return, is accepted too.
+    confounds : None | "fmriprep" | pandas.DataFrame | str | os.PathLike | array-like
+        "fmriprep" loads the fMRIPrep confounds next to ``bold`` with
+        :func:`nilearn.interfaces.fmriprep.load_confounds` (``strategy``) and honours its
+        ``sample_mask``; a DataFrame, a TSV/CSV path or an array of shape (n_volumes,
+        n_confounds) is regressed out as given. Stored as ``confounds`` (time, confound).
+    strategy : tuple of str
+        ``load_confounds`` strategy for ``confounds="fmriprep"``.
+    t_r : float, optional
+        Repetition time in seconds. When None it is read from the BIDS JSON sidecar
+        (``RepetitionTime``), else from the NIfTI header (a header TR above 100 "s" is read
+        as milliseconds, with a warning). When given it is used as is (with a warning when
+        the file says otherwise).
+    standardize : {"zscore_sample", "zscore", "psc"} | bool | None
+        Passed to the nilearn masker.
+    detrend : bool
+        Passed to the nilearn masker.
+    low_pass, high_pass : float, optional
+        Butterworth cut-offs in Hz, passed to the nilearn masker.
+    radius : float
+        Sphere radius in mm for coordinate atlases.
+    labels : sequence of str | dict, optional
+        Names of the parcels (labels image: one per non-background label, or one per label
+        including background, or a dict label value -> name) or of the maps (one per map).
+        Default: the label values ("1", "2", ...) and "map<k>" for maps.
+    mask_img : str | os.PathLike | nibabel image, optional
+        Brain mask passed to the masker.
+    verbose : bool | str | None
+        Log level for this call.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        Canonical recording, modality "fmri": ``signal`` (n_rois, n_volumes_kept) float32,
+        ch_type "roi", ``ch_pos`` in mm, sfreq = 1 / t_r, ``time`` = volume index x t_r,
+        a ``volume`` (time) coordinate with the original volume indices, ``confounds``
+        (time, confound) when confounds were used; attrs ``t_r``, ``atlas``, ``space`` and
+        BIDS entities from the file name.
+
+    Raises
+    ------
+    DataError
+        A 3D image, no TR anywhere, an atlas that does not overlap the BOLD field of view,
+        confounds of the wrong length or with NaN, too few volumes for the filter, a scrubbing
+        strategy that removes every volume.
+    FormatError
+        Missing or unreadable files, no fMRIPrep confounds next to ``bold``.
+    """
+    with use_log_level(verbose):
+        img, bold_path = _load_bold(bold)
+        n_volumes = int(img.shape[3])
+        t_r, t_r_source = _repetition_time(img, bold_path, t_r)
+        radius = check_positive("radius", radius)
+        use_fmriprep = isinstance(confounds, str) and confounds == "fmriprep"
+        if high_pass is not None and use_fmriprep and "high_pass" in tuple(strategy):
+            raise NeurofmError(
+                f"high_pass={high_pass} filters the signal while the confound strategy "
+                f"{tuple(strategy)} already regresses out the cosine drift terms ('high_pass'); "
+                "use one of the two (drop 'high_pass' from strategy or set high_pass=None)"
+            )
+        spec = _resolve_atlas(atlas, labels)
+        conf, sample_mask, conf_source = _load_confounds(confounds, strategy, bold_path,
+                                                         n_volumes)
+        kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask,
+                                                                          dtype=np.int64)
+        if kept.size == 0:
+            raise DataError(f"{_name(bold_path)}: the confound strategy {tuple(strategy)} "
+                            f"marks all {n_volumes} volumes for removal (sample_mask is empty)")
+        std = _nilearn_standardize(standardize)
+        masker = _make_masker(spec, std, detrend, low_pass, high_pass, t_r, radius,
+                              mask_img)
+        X, empty = _transform(masker, spec, img, conf, sample_mask, bold_path, kept.size,
+                              low_pass, high_pass)
+        names, pos, extra_coords = _channels_after(spec)
+        if X.shape[1] != len(names):
+            raise DataError(f"{_name(bold_path)}: the masker returned {X.shape[1]} regions but "
+                            f"{len(names)} were expected from the atlas")
+        if empty:
+            logger.warning("%s: %d empty parcel(s) dropped (no voxel of the BOLD image after "
+                           "resampling/masking): %s", _name(bold_path), len(empty),
+                           ", ".join(empty[:20]) + (" ..." if len(empty) > 20 else ""))
+        entities = _entities(bold_path)
+        space = entities.get("space") or "unknown"
+        frame = "mni" if spec["kind"] == "spheres" or space.lower().startswith("mni") \
+            else "unknown"
+        attrs = {k: entities[k] for k in ("subject", "session", "task", "run") if k in entities}
+        ds = make_recording(
+            X.T, channel=names, sfreq=1.0 / t_r, modality="fmri", ch_type="roi", ch_pos=pos,
+            units="z" if std in ("zscore_sample", "zscore") else "a.u.",
+            pos_coord_frame=frame, pos_units="mm", t_r=t_r, atlas=spec["name"], space=space,
+            source_file=str(Path(bold_path).resolve()) if bold_path else "",
+            source_format="nifti", **attrs,
+        )
+        ds = ds.assign_coords(time=("time", kept.astype(np.float64) * t_r, {"units": "s"}),
+                              volume=("time", kept))
+        for cname, values in extra_coords.items():
+            ds = ds.assign_coords({cname: ("channel", values)})
+        if conf is not None:
+            ds["confounds"] = xr.Variable(
+                ("time", "confound"), conf.to_numpy(dtype=np.float64)[kept],
+                {"source": conf_source},
+            )
+            ds = ds.assign_coords(confound=("confound", np.array([str(c) for c in conf.columns],
+                                                                 dtype=str)))
+        dropped = sorted(set(range(n_volumes)) - set(kept.tolist()))
+        ds = append_history(
+            ds, "read_fmri", bold=_name(bold_path), atlas=spec["name"],
+            atlas_kind=spec["kind"], confounds=conf_source,
+            strategy=list(strategy) if use_fmriprep else None, t_r=t_r,
+            t_r_source=t_r_source, standardize=std, detrend=detrend, low_pass=low_pass,
+            high_pass=high_pass, radius=radius if spec["kind"] == "spheres" else None,
+            n_volumes=n_volumes, dropped_volumes=dropped, empty_parcels=empty,
+        )
+        if dropped:
+            logger.info("%s: %d volume(s) dropped by the confound sample_mask: %s",
+                        _name(bold_path), len(dropped), dropped)
+        validate(ds, name=_name(bold_path))
+        logger.info("read %s: %d ROIs x %d volumes (TR %g s, %s)", _name(bold_path),
+                    ds.sizes["channel"], ds.sizes["time"], t_r, spec["name"])
+        return ds
+
+
+def _read_fmri_dispatch(path, **kwargs):
+    """:func:`neurofm.io.read` entry: fMRI needs an atlas, say so clearly when it is missing."""
+    if "atlas" not in kwargs:
+        raise NeurofmError(f"{path}: reading a BOLD image needs atlas= (a labels/maps image, a "
+                           f"coordinate table or one of {COORDINATE_ATLASES})")
+    return read_fmri(path, **kwargs)
+
+
+def _name(path):
+    return str(path) if path else "<in-memory image>"
+
+
+# --------------------------------------------------------------------------------------------
+# BOLD and TR
+# --------------------------------------------------------------------------------------------
+def _load_bold(bold):
+    import nibabel as nib
+
+    path = None
+    if isinstance(bold, (str, os.PathLike)):
+        path = Path(bold)
+        if not path.is_file():
+            raise FormatError(f"{path}: BOLD image not found")
+        try:
+            img = nib.load(str(path))
+        except Exception as err:  # nibabel raises many types on a bad file
+            raise FormatError(f"{path}: not a readable NIfTI image ({type(err).__name__}: "
+                              f"{err})") from err
+    elif isinstance(bold, nib.spatialimages.SpatialImage):
+        img = bold
+    else:
+        raise NeurofmError(f"bold must be a path or a nibabel image; got {type(bold).__name__}")
+    if len(img.shape) != 4:
+        raise DataError(f"{_name(path)}: expected a 4D BOLD image (x, y, z, time); got a "
+                        f"{len(img.shape)}D image of shape {tuple(img.shape)}")
+    if img.shape[3] < 2:
+        raise DataError(f"{_name(path)}: expected at least 2 volumes; got {img.shape[3]}")
+    return img, path
+
+
+def _repetition_time(img, path, t_r):
+    """(t_r, source) from the argument, the JSON sidecar or the header."""
+    file_tr, source = None, None
+    if path is not None:
+        from .bids import sidecar_metadata
+
+        meta = sidecar_metadata(path)
+        if "RepetitionTime" in meta:
+            try:
+                file_tr = float(meta["RepetitionTime"])
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{path}: sidecar RepetitionTime must be a number of seconds; "
+                                f"found {meta['RepetitionTime']!r}") from err
+            if not file_tr > 0:
+                raise DataError(f"{path}: sidecar RepetitionTime must be > 0; found {file_tr}")
+            source = "sidecar"
+    if file_tr is None:
+        file_tr = _header_tr(img, path)
+        source = "header" if file_tr is not None else None
+    if t_r is not None:
+        t_r = check_positive("t_r", t_r)
+        if file_tr is not None and abs(file_tr - t_r) > 0.01 * t_r:
+            logger.warning("%s: t_r=%g s given but the %s says %g s; using t_r=%g", _name(path),
+                           t_r, source, file_tr, t_r)
+        return t_r, "argument"
+    if file_tr is None:
+        raise DataError(f"{_name(path)}: no repetition time: no JSON sidecar with "
+                        "RepetitionTime and no TR in the NIfTI header; pass t_r= (seconds)")
+    return file_tr, source
+
+
+def _header_tr(img, path):
+    header = img.header
+    try:
+        zooms = header.get_zooms()
+    except Exception:  # pragma: no cover - every nibabel image has zooms
+        return None
+    if len(zooms) < 4:
+        return None
+    tr = float(zooms[3])
+    if not np.isfinite(tr) or tr <= 0:
+        return None
+    unit = "unknown"
+    if hasattr(header, "get_xyzt_units"):
+        unit = header.get_xyzt_units()[1]
+    if unit == "msec":
+        return tr / 1000.0
+    if unit == "usec":
+        return tr / 1e6
+    if unit in ("hz", "ppm", "rads"):
+        return None
+    if tr > _MS_THRESHOLD:
+        logger.warning("%s: the header says TR = %g %s, which is implausible in seconds; "
+                       "reading it as milliseconds (%g s)", _name(path), tr,
+                       "s" if unit == "sec" else "(no unit)", tr / 1000.0)
+        return tr / 1000.0
+    return tr
+
+
+def _entities(path):
+    if path is None:
+        return {}
+    from .bids import parse_entities
+
+    return parse_entities(path)
+
+
+# --------------------------------------------------------------------------------------------
+# atlas
+# --------------------------------------------------------------------------------------------
+def _resolve_atlas(atlas, labels):
+    """Normalise ``atlas`` into a spec dict: kind, name, image or seeds, names, positions."""
+    import nibabel as nib
+    import pandas as pd
+
+    if hasattr(atlas, "maps") and not isinstance(atlas, (str, os.PathLike, pd.DataFrame)):
+        if labels is None and getattr(atlas, "labels", None) is not None:
+            labels = list(atlas.labels)
+        atlas = atlas.maps
+    if isinstance(atlas, str) and atlas in COORDINATE_ATLASES:
+        return _named_coordinates(atlas)
+    if isinstance(atlas, (str, os.PathLike)):
+        path = Path(atlas)
+        lower = path.name.lower()
+        if not path.exists():
+            raise FormatError(
+                f"atlas {atlas!r} is neither a file nor one of the offline coordinate atlases "
+                f"{COORDINATE_ATLASES}"
+            )
+        if lower.endswith(_NIFTI_SUFFIXES):
+            try:
+                img = nib.load(str(path))
+            except Exception as err:
+                raise FormatError(f"{path}: not a readable NIfTI atlas ({err})") from err
+            return _image_atlas(img, labels, name=path.name)
+        if lower.endswith(_TABLE_SUFFIXES):
+            sep = "\t" if lower.endswith(".tsv") else None
+            try:
+                table = pd.read_csv(path, sep=sep, engine="python")
+            except (ValueError, pd.errors.ParserError) as err:
+                raise FormatError(f"{path}: not a readable coordinate table ({err})") from err
+            return _table_coordinates(table, name=path.name, source=str(path))
+        raise FormatError(f"{path}: unsupported atlas file; expected a NIfTI image "
+                          f"({', '.join(_NIFTI_SUFFIXES)}) or a coordinate table "
+                          f"({', '.join(_TABLE_SUFFIXES)})")
+    if isinstance(atlas, nib.spatialimages.SpatialImage):
+        return _image_atlas(atlas, labels, name="labels image" if len(atlas.shape) == 3
+                            else "maps image")
+    if isinstance(atlas, pd.DataFrame):
+        return _table_coordinates(atlas, name="coordinates", source="DataFrame")
+    if isinstance(atlas, (np.ndarray, list, tuple)):
+        arr = np.asarray(atlas, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise DataError(f"atlas coordinates must have shape (n_rois, 3) in mm; got "
+                            f"{arr.shape}")
+        names = list(labels) if labels is not None else [f"roi{i:03d}" for i in range(len(arr))]
+        return _coordinate_spec(arr, names, "coordinates", {})
+    raise NeurofmError(
+        f"atlas must be a labels/maps image (path or nibabel image), a coordinate table or "
+        f"array (n_rois, 3), or one of {COORDINATE_ATLASES}; got {type(atlas).__name__}"
+    )
+
+
+def _named_coordinates(name):
+    from nilearn import datasets
+
+    if name == "power_2011":
+        bunch = datasets.fetch_coords_power_2011()
+        rois = bunch.rois
+        names = [f"power_{int(r):03d}" for r in rois["roi"]]
+        return _coordinate_spec(rois[["x", "y", "z"]].to_numpy(np.float64), names, name, {})
+    if name == "dosenbach_2010":
+        bunch = datasets.fetch_coords_dosenbach_2010()
+        coords = bunch.rois[["x", "y", "z"]].to_numpy(np.float64)
+        extra = {"network": np.array([str(n) for n in bunch.networks], dtype=str)}
+        return _coordinate_spec(coords, [str(v) for v in bunch.labels], name, extra)
+    bunch = datasets.fetch_coords_seitzman_2018()
+    coords = bunch.rois[["x", "y", "z"]].to_numpy(np.float64)
+    names = [f"seitzman_{int(i) + 1:03d}" for i in bunch.rois.index]
+    extra = {"network": np.array([str(n) for n in bunch.networks], dtype=str),
+             "region": np.array([str(r) for r in bunch.regions], dtype=str)}
+    return _coordinate_spec(coords, names, name, extra)
+
+
+def _table_coordinates(table, *, name, source):
+    cols = {str(c).lower(): c for c in table.columns}
+    missing = [c for c in ("x", "y", "z") if c not in cols]
+    if missing:
+        raise FormatError(f"{source}: a coordinate table needs columns x, y, z (mm); missing "
+                          f"{missing}; found {list(table.columns)}")
+    coords = table[[cols["x"], cols["y"], cols["z"]]].to_numpy(dtype=np.float64)
+    if not np.isfinite(coords).all():
+        raise DataError(f"{source}: coordinates must be finite numbers (mm)")
+    names = None
+    for key in ("name", "label", "labels", "roi", "region"):
+        if key in cols:
+            names = [str(v) for v in table[cols[key]]]
+            break
+    if names is None:
+        names = [f"roi{i:03d}" for i in range(len(coords))]
+    extra = {}
+    if "network" in cols:
+        extra["network"] = np.array([str(v) for v in table[cols["network"]]], dtype=str)
+    return _coordinate_spec(coords, names, name, extra)
+
+
+def _coordinate_spec(coords, names, name, extra):
+    if len(names) != len(coords):
+        raise DataError(f"atlas {name}: {len(names)} names for {len(coords)} coordinates")
+    return {"kind": "spheres", "name": name, "seeds": coords, "names": list(names),
+            "pos": coords.copy(), "extra": extra}
+
+
+def _image_atlas(img, labels, name):
+    shape = tuple(img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        import nibabel as nib
+
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+        shape = shape[:3]
+    if len(shape) == 3:
+        data = np.asarray(img.dataobj)
+        if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)):
+            raise DataError(f"atlas {name}: a 3D atlas must be a labels image holding integer "
+                            "parcel values (0 = background); found non-integer values")
+        values = np.unique(np.round(data).astype(np.int64))
+        values = values[values != 0]
+        if values.size == 0:
+            raise DataError(f"atlas {name}: the labels image holds no parcel (only 0)")
+        id_names = _label_names(values, labels, name)
+        pos = _label_centroids(np.round(data).astype(np.int64), values, img.affine)
+        return {"kind": "labels", "name": name, "img": img, "values": values,
+                "names": [id_names[int(v)] for v in values], "pos": pos, "extra": {}}
+    if len(shape) == 4:
+        n_maps = shape[3]
+        if labels is None:
+            names = [f"map{k:03d}" for k in range(n_maps)]
+        else:
+            names = [str(v) for v in labels]
+            if len(names) != n_maps:
+                raise DataError(f"atlas {name}: {len(names)} labels for {n_maps} maps")
+        pos = _map_centroids(img)
+        return {"kind": "maps", "name": name, "img": img, "names": names, "pos": pos,
+                "extra": {}}
+    raise DataError(f"atlas {name}: expected a 3D labels image or a 4D maps image; got shape "
+                    f"{shape}")
+
+
+def _label_names(values, labels, name):
+    if labels is None:
+        return {int(v): str(int(v)) for v in values}
+    if isinstance(labels, dict):
+        out = {int(v): str(labels.get(int(v), labels.get(str(int(v)), int(v)))) for v in values}
+        return out
+    labels = [str(v) for v in labels]
+    if len(labels) == len(values):
+        return dict(zip((int(v) for v in values), labels))
+    if len(labels) == len(values) + 1:  # first entry names the background
+        return dict(zip((int(v) for v in values), labels[1:]))
+    raise DataError(f"atlas {name}: {len(labels)} labels for {len(values)} parcels; expected "
+                    f"{len(values)} (or {len(values) + 1} with the background first), or a dict")
+
+
+def _label_centroids(data, values, affine):
+    """Mean voxel position of each label, in world mm: array of shape (n_labels, 3)."""
+    inside = np.isin(data, values)
+    ijk = np.argwhere(inside).astype(np.float64)  # (V, 3), same order as data[inside]
+    index = np.searchsorted(values, data[inside])  # values are sorted (np.unique)
+    counts = np.bincount(index, minlength=len(values)).astype(np.float64)
+    centre = np.vstack([np.bincount(index, weights=ijk[:, a], minlength=len(values))
+                        for a in range(3)]) / counts  # (3, n_labels)
+    return (affine[:3, :3] @ centre + affine[:3, 3:4]).T
+
+
+def _map_centroids(img):
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    weights = np.clip(np.nan_to_num(data), 0, None)
+    grid = np.indices(data.shape[:3]).reshape(3, -1)  # (3, V)
+    w = weights.reshape(-1, data.shape[3])  # (V, M)
+    total = w.sum(axis=0)
+    pos = np.full((data.shape[3], 3), np.nan)
+    ok = total > 0
+    if ok.any():
+        centre = (grid @ w[:, ok]) / total[ok]  # (3, M_ok)
+        pos[ok] = (img.affine[:3, :3] @ centre + img.affine[:3, 3:4]).T
+    return pos
+
+
+# --------------------------------------------------------------------------------------------
+# confounds
+# --------------------------------------------------------------------------------------------
+def _load_confounds(confounds, strategy, bold_path, n_volumes):
+    """(DataFrame or None, sample_mask or None, source description)."""
+    import pandas as pd
+
+    if confounds is None:
+        return None, None, None
+    if isinstance(confounds, str) and confounds == "fmriprep":
+        if bold_path is None:
+            raise NeurofmError("confounds='fmriprep' needs bold as a file path (the confounds "
+                               "table is found next to it)")
+        from nilearn.interfaces.fmriprep import load_confounds
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                conf, sample_mask = load_confounds(str(bold_path), strategy=tuple(strategy))
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            raise FormatError(
+                f"{bold_path}: could not load fMRIPrep confounds with strategy "
+                f"{tuple(strategy)}: expected a *_desc-confounds_timeseries.tsv (or "
+                f"_regressors.tsv) and its .json next to a BIDS-named *_desc-preproc_bold "
+                f"image ({err})"
+            ) from err
+        if len(conf) != n_volumes:
+            raise DataError(f"{bold_path}: the fMRIPrep confounds have {len(conf)} rows but the "
+                            f"BOLD image has {n_volumes} volumes")
+        return conf, sample_mask, "fmriprep"
+    source = "DataFrame"
+    if isinstance(confounds, (str, os.PathLike)):
+        path = Path(confounds)
+        if not path.is_file():
+            raise FormatError(f"{path}: confounds file not found (or pass 'fmriprep', a "
+                              "DataFrame or an array)")
+        sep = "\t" if path.name.lower().endswith(".tsv") else None
+        try:
+            conf = pd.read_csv(path, sep=sep, engine="python", na_values=["n/a"])
+        except (ValueError, pd.errors.ParserError) as err:
+            raise FormatError(f"{path}: not a readable confounds table ({err})") from err
+        source = str(path)
+    elif isinstance(confounds, pd.DataFrame):
+        conf = confounds.copy()
+    elif isinstance(confounds, (np.ndarray, list, tuple)):
+        arr = np.asarray(confounds, dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise DataError(f"confounds must have shape (n_volumes, n_confounds); got "
+                            f"{arr.shape}")
+        conf = pd.DataFrame(arr, columns=[f"confound{k:02d}" for k in range(arr.shape[1])])
+        source = "array"
+    else:
+        raise NeurofmError(f"confounds must be None, 'fmriprep', a DataFrame, a TSV/CSV path or "
+                           f"an array; got {type(confounds).__name__}")
+    if len(conf) != n_volumes:
+        raise DataError(f"confounds ({source}) have {len(conf)} rows but the BOLD image has "
+                        f"{n_volumes} volumes")
+    try:
+        values = conf.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"confounds ({source}) must be numeric; {err}") from err
+    nan_cols = [str(c) for c, bad in zip(conf.columns, ~np.isfinite(values).all(axis=0)) if bad]
+    if nan_cols:
+        raise DataError(
+            f"confounds ({source}) hold NaN/Inf in columns {nan_cols[:10]}"
+            f"{' ...' if len(nan_cols) > 10 else ''} (fMRIPrep leaves n/a in the first row of "
+            "derivative columns); fill them (e.g. conf.fillna(0)) or use confounds='fmriprep'"
+        )
+    return conf, None, source
+
+
+# --------------------------------------------------------------------------------------------
+# masker
+# --------------------------------------------------------------------------------------------
+def _nilearn_standardize(standardize):
+    if standardize is True:
+        return "zscore_sample"
+    if standardize is False:
+        return None
+    allowed = (None, "zscore_sample", "zscore", "psc")
+    if standardize not in allowed:
+        raise NeurofmError(f"standardize must be one of {allowed} or a bool; got "
+                           f"{standardize!r}")
+    return standardize
+
+
+def _make_masker(spec, standardize, detrend, low_pass, high_pass, t_r, radius, mask_img):
+    from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
+
+    common = dict(standardize=standardize, detrend=detrend, low_pass=low_pass,
+                  high_pass=high_pass, t_r=t_r, mask_img=mask_img)
+    if spec["kind"] == "labels":
+        return NiftiLabelsMasker(spec["img"], **common)
+    if spec["kind"] == "maps":
+        return NiftiMapsMasker(spec["img"], **common)
+    return NiftiSpheresMasker(spec["seeds"], radius=radius, allow_overlap=True, **common)
+
+
+_REMOVED_RE = re.compile(r"labels were removed")
+_EMPTY_SPHERES_RE = re.compile(r"These spheres are empty: \[([\d\s,]*)\]")
+_PADLEN_RE = re.compile(r"padlen, which is (\d+)")
+
+
+def _transform(masker, spec, img, conf, sample_mask, bold_path, n_kept, low_pass, high_pass):
+    """Run the masker; return (X of shape (n_kept, n_regions), names of empty parcels)."""
+    from nilearn.image.resampling import BoundingBoxError
+
+    empty = []
+    if spec["kind"] == "spheres":
+        drop = _empty_spheres(spec, img, masker)
+        if drop:
+            empty = _drop_spheres(spec, drop)
+            masker.seeds = [tuple(s) for s in spec["seeds"]]
+    for attempt in range(2):
+        if spec["kind"] == "spheres" and not spec["names"]:
+            raise DataError(f"{_name(bold_path)}: no sphere of atlas {spec['name']!r} (radius "
+                            f"{masker.radius} mm) contains a voxel of the BOLD image; check "
+                            "that the image is in the atlas space (MNI)")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*labels were removed.*")
+                X = masker.fit_transform(img, confounds=conf, sample_mask=sample_mask)
+            break
+        except BoundingBoxError as err:
+            raise DataError(
+                f"{_name(bold_path)}: the atlas {spec['name']!r} does not overlap the BOLD field "
+                f"of view (affines/shapes cannot be matched by resampling: {err}); check that "
+                "both are in the same space"
+            ) from err
+        except ValueError as err:
+            msg = str(err)
+            m = _PADLEN_RE.search(msg)
+            if m or "padlen" in msg:
+                need = int(m.group(1)) + 1 if m else None
+                raise DataError(
+                    f"{_name(bold_path)}: {n_kept} volumes are too few for the requested filter "
+                    f"(low_pass={low_pass}, high_pass={high_pass}): the Butterworth filter "
+                    f"needs {'at least ' + str(need) if need else 'more'} volumes; drop the "
+                    "filter or use a longer run"
+                ) from err
+            if "No label left" in msg:
+                raise DataError(
+                    f"{_name(bold_path)}: after resampling atlas {spec['name']!r} to the BOLD "
+                    "grid, fewer than two distinct values (parcels and background) remain in "
+                    f"the field of view, which nilearn cannot use ({msg}); use a finer atlas or "
+                    "check that both images are in the same space"
+                ) from err
+            m = _EMPTY_SPHERES_RE.search(msg)
+            if m and spec["kind"] == "spheres" and attempt == 0:
+                idx = [int(v) for v in re.findall(r"\d+", m.group(1))]
+                empty += _drop_spheres(spec, idx)
+                masker = _replace_seeds(masker, spec)
+                continue
+            raise DataError(f"{_name(bold_path)}: nilearn could not extract the time series "
+                            f"with atlas {spec['name']!r}: {msg}") from err
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None, :]
+    if spec["kind"] == "labels":
+        kept_ids = {int(v) for k, v in masker.region_ids_.items() if k != "background"}
+        removed = [i for i, v in enumerate(spec["values"]) if int(v) not in kept_ids]
+        empty += [spec["names"][i] for i in removed]
+        spec["removed"] = removed
+    elif spec["kind"] == "maps":
+        zero = np.flatnonzero(np.all(X == 0, axis=0))
+        spec["removed"] = zero.tolist()
+        empty += [spec["names"][i] for i in zero]
+        X = np.delete(X, zero, axis=1)
+    return X, empty
+
+
+def _empty_spheres(spec, img, masker):
+    """Indices of seeds whose sphere holds no voxel of the image (or of the mask)."""
+    from scipy.spatial import cKDTree
+
+    shape = img.shape[:3]
+    if masker.mask_img is not None:
+        from nilearn.image import resample_img
+        from nilearn.masking import load_mask_img
+
+        mask_img = resample_img(masker.mask_img, target_affine=img.affine, target_shape=shape,
+                                interpolation="nearest")
+        mask, _ = load_mask_img(mask_img)
+    else:
+        mask = np.ones(shape, dtype=bool)
+    ijk = np.argwhere(mask)
+    if ijk.size == 0:
+        return list(range(len(spec["seeds"])))
+    xyz = ijk @ img.affine[:3, :3].T + img.affine[:3, 3]
+    tree = cKDTree(xyz)
+    seeds = np.asarray(spec["seeds"], dtype=np.float64)
+    counts = tree.query_ball_point(seeds, r=masker.radius, return_length=True)
+    inv = np.linalg.inv(img.affine)
+    nearest = np.round(seeds @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    inside = np.all((nearest >= 0) & (nearest < np.array(shape)), axis=1)
+    near_in_mask = np.zeros(len(seeds), dtype=bool)
+    near_in_mask[inside] = mask[tuple(nearest[inside].T)]
+    return [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]]
+
+
+def _drop_spheres(spec, idx):
+    idx = sorted(set(idx))
+    names = [spec["names"][i] for i in idx]
+    keep = np.setdiff1d(np.arange(len(spec["names"])), idx)
+    spec["seeds"] = spec["seeds"][keep]
+    spec["pos"] = spec["pos"][keep]
+    spec["names"] = [spec["names"][i] for i in keep]
+    spec["extra"] = {k: v[keep] for k, v in spec["extra"].items()}
+    return names
+
+
+def _replace_seeds(masker, spec):
+    from sklearn.base import clone
+
+    new = clone(masker)
+    new.seeds = [tuple(s) for s in spec["seeds"]]
+    return new
+
+
+def _channels_after(spec):
+    """Names, positions and extra coords of the regions the masker returned."""
+    names = list(spec["names"])
+    pos = np.asarray(spec["pos"], dtype=np.float64)
+    extra = dict(spec["extra"])
+    removed = spec.get("removed", [])
+    if removed:
+        keep = np.setdiff1d(np.arange(len(names)), removed)
+        names = [names[i] for i in keep]
+        pos = pos[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
+    return names, pos, extra
+
+
+# --------------------------------------------------------------------------------------------
+# read_roi_timeseries
+# --------------------------------------------------------------------------------------------
+def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None):
+    """Wrap an already extracted ROI time series table as a canonical fMRI recording.
+
+    Parameters
+    ----------
+    table : str | os.PathLike | pandas.DataFrame | array-like
+        A CSV/TSV file or DataFrame with one column per ROI (the header gives the ROI names)
+        and one row per volume, or an array of shape (n_volumes, n_rois).
+    t_r : float
+        Repetition time in seconds.
+    roi_names : sequence of str, optional
+        ROI names (length n_rois); override the header.
+    ch_pos : array-like of shape (n_rois, 3) | dict, optional
+        ROI positions in mm.
+    verbose : bool | str | None
+        Log level for this call.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        Canonical recording, modality "fmri": ``signal`` (n_rois, n_volumes) float32, ch_type
+        "roi", sfreq = 1 / t_r, attrs ``t_r``.
+    """
+    import pandas as pd
+
+    with use_log_level(verbose):
+        t_r = check_positive("t_r", t_r)
+        source = "array"
+        header = None
+        if isinstance(table, (str, os.PathLike)):
+            path = Path(table)
+            if not path.is_file():
+                raise FormatError(f"{path}: ROI time series table not found")
+            sep = "\t" if path.name.lower().endswith(".tsv") else None
+            try:
+                df = pd.read_csv(path, sep=sep, engine="python")
+            except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+                raise FormatError(f"{path}: not a readable CSV/TSV table ({err})") from err
+            if all(_is_number(c) for c in df.columns):  # no header row
+                df = pd.read_csv(path, sep=sep, engine="python", header=None)
+            else:
+                header = [str(c) for c in df.columns]
+            source = str(path.resolve())
+            values = df
+        elif isinstance(table, pd.DataFrame):
+            header = [str(c) for c in table.columns]
+            values = table
+            source = "DataFrame"
+        else:
+            values = table
+        try:
+            data = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"ROI table ({source}) must be numeric (n_volumes, n_rois): "
+                            f"{err}") from err
+        if data.ndim != 2:
+            raise DataError(f"ROI table ({source}) must be 2-D (n_volumes, n_rois); got shape "
+                            f"{data.shape}")
+        n_vol, n_roi = data.shape
+        if roi_names is not None:
+            names = [str(n) for n in roi_names]
+            if len(names) != n_roi:
+                raise DataError(f"roi_names has {len(names)} names but the table has {n_roi} "
+                                f"ROI columns (shape {data.shape}: volumes x ROIs)")
+        elif header is not None:
+            names = header
+        else:
+            names = [f"roi{i:03d}" for i in range(n_roi)]
+        ds = make_recording(data.T, channel=names, sfreq=1.0 / t_r, modality="fmri",
+                            ch_type="roi", ch_pos=ch_pos, units="a.u.", pos_units="mm",
+                            t_r=t_r, atlas="", space="unknown", source_file=source,
+                            source_format="roi_table")
+        ds = ds.assign_coords(volume=("time", np.arange(n_vol)))
+        ds = append_history(ds, "read_roi_timeseries", source=source, t_r=t_r,
+                            n_volumes=n_vol, n_rois=n_roi)
+        validate(ds, name=source)
+        return ds
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

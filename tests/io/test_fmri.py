@@ -1,0 +1,390 @@
+"""fMRI readers against nilearn's maskers on real BOLD data shipped in wheels.
+
+Real data: nibabel's ``functional.nii`` (17x21x3x20, TR 2 s) and ``example4d.nii.gz`` (header
+TR 2000 "s"), nitime's ``fmri1.nii.gz`` (10x10x18x40, TR 1.35 s) and ``fmri_timeseries.csv``
+(250 x 31, TR 1.89 s), nilearn's fMRIPrep confounds tables and its offline coordinate atlases.
+Generated here: the labels/maps atlases (a partition of each image's own brain mask into
+parcels, since no parcellation NIfTI ships offline) and small confound tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurofm._bundled import package_file
+from neurofm.errors import DataError, FormatError, NeurofmError
+from neurofm.io import read
+from neurofm.io.fmri import read_fmri, read_roi_timeseries
+from neurofm.schema import history, validate
+
+pytest.importorskip("nitime")
+
+
+@pytest.fixture(scope="module")
+def functional():
+    return package_file("nibabel", "tests", "data", "functional.nii")
+
+
+@pytest.fixture(scope="module")
+def nitime_bold():
+    return package_file("nitime", "data", "fmri1.nii.gz")
+
+
+def _labels_atlas(img, n_x=4, n_y=2, threshold=None):
+    """Generated: partition the voxels brighter than the mean into n_x * n_y slabs."""
+    data = np.asarray(img.dataobj, dtype=np.float64).mean(-1)
+    mask = data > (data.mean() if threshold is None else threshold)
+    lab = np.zeros(data.shape, dtype=np.int16)
+    ijk = np.argwhere(mask)
+    lab[tuple(ijk.T)] = 1 + ijk[:, 0] * n_x // data.shape[0] + n_x * (ijk[:, 1] * n_y
+                                                                        // data.shape[1])
+    return nib.Nifti1Image(lab, img.affine)
+
+
+def _centroids(lab_img):
+    lab = np.asarray(lab_img.dataobj)
+    out = []
+    for v in np.unique(lab[lab != 0]):
+        ijk = np.argwhere(lab == v).mean(0)
+        out.append(nib.affines.apply_affine(lab_img.affine, ijk))
+    return np.array(out)
+
+
+# --------------------------------------------------------------------------------------------
+# labels / maps / spheres against nilearn
+# --------------------------------------------------------------------------------------------
+def test_labels_atlas_equals_nilearn_on_nibabel_functional(functional):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)
+    ds = read_fmri(functional, atlas=atlas)
+    masker = NiftiLabelsMasker(atlas, standardize="zscore_sample")
+    expected = masker.fit_transform(img)  # (time, roi)
+    validate(ds)
+    assert ds.attrs["modality"] == "fmri" and ds.attrs["t_r"] == 2.0 and ds.attrs["sfreq"] == 0.5
+    assert list(ds["channel"].values) == [masker.region_names_[k] for k in
+                                          sorted(masker.region_names_)]
+    assert set(ds["ch_type"].values) == {"roi"}
+    np.testing.assert_allclose(ds["signal"].values, expected.T.astype(np.float32), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(ds["ch_pos"].values, _centroids(atlas))
+    assert ds["ch_pos"].attrs["units"] == "mm"
+    np.testing.assert_allclose(ds["time"].values, np.arange(20) * 2.0)
+    assert list(ds["volume"].values) == list(range(20))
+
+
+def test_nitime_bold_with_band_pass_equals_nilearn(nitime_bold):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(nitime_bold)
+    atlas = _labels_atlas(img, n_x=3, n_y=3)
+    kwargs = dict(standardize="zscore_sample", detrend=True, low_pass=0.2, high_pass=0.01)
+    ds = read_fmri(nitime_bold, atlas=atlas, **kwargs)
+    expected = NiftiLabelsMasker(atlas, t_r=1.35, **kwargs).fit_transform(img)
+    assert ds.attrs["t_r"] == pytest.approx(1.35)
+    assert ds.sizes["time"] == 40
+    # filtered: compare away from the edges (edge effects are not part of the contract)
+    np.testing.assert_allclose(ds["signal"].values[:, 3:-3], expected.T[:, 3:-3], rtol=1e-4,
+                               atol=1e-4)
+    step = history(ds)[-1]
+    assert step["step"] == "read_fmri" and step["params"]["low_pass"] == 0.2
+
+
+def test_maps_atlas_equals_nilearn(functional):
+    from nilearn.maskers import NiftiMapsMasker
+
+    img = nib.load(functional)
+    grid = np.indices(img.shape[:3]).astype(float)
+    centres = [(4, 5, 1), (12, 6, 1), (8, 15, 1)]
+    maps = np.stack([np.exp(-((grid[0] - c[0]) ** 2 + (grid[1] - c[1]) ** 2
+                              + (grid[2] - c[2]) ** 2) / 8.0) for c in centres], -1)
+    maps_img = nib.Nifti1Image(maps, img.affine)  # generated probabilistic maps
+    ds = read_fmri(functional, atlas=maps_img, labels=["a", "b", "c"], standardize=None)
+    expected = NiftiMapsMasker(maps_img, standardize=None).fit_transform(img)
+    assert list(ds["channel"].values) == ["a", "b", "c"]
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-5)
+    assert ds["signal"].attrs["units"] == "a.u."
+    np.testing.assert_allclose(ds["ch_pos"].values,
+                               nib.affines.apply_affine(img.affine, np.array(centres, float)),
+                               atol=0.3)
+
+
+def test_power_spheres_equal_nilearn_and_empty_spheres_are_reported(functional, caplog):
+    from nilearn.datasets import fetch_coords_power_2011
+    from nilearn.maskers import NiftiSpheresMasker
+
+    img = nib.load(functional)
+    coords = fetch_coords_power_2011().rois[["x", "y", "z"]].to_numpy(float)
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        ds = read_fmri(functional, atlas="power_2011")
+    kept = [int(c.split("_")[1]) - 1 for c in ds["channel"].values]
+    dropped = sorted(set(range(264)) - set(kept))
+    assert 0 < len(kept) < 264
+    expected = NiftiSpheresMasker(coords[kept], radius=5.0,
+                                  standardize="zscore_sample").fit_transform(img)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ds["ch_pos"].values, coords[kept])
+    assert ds["ch_pos"].attrs["coord_frame"] == "mni"
+    # the dropped spheres really are empty for nilearn: it lists exactly these
+    with pytest.raises(ValueError, match="empty") as info:
+        NiftiSpheresMasker(coords[dropped], radius=5.0, standardize=None).fit_transform(img)
+    assert len([s for s in str(info.value).split(":")[1].replace("[", " ").replace("]", " ")
+                .split()]) == len(dropped)
+    recorded = history(ds)[-1]["params"]["empty_parcels"]
+    assert recorded == [f"power_{i + 1:03d}" for i in dropped]
+    assert "empty parcel" in caplog.text
+
+
+@pytest.mark.parametrize("name, n_total, extra", [("dosenbach_2010", 160, "network"),
+                                                   ("seitzman_2018", 300, "region")])
+def test_other_offline_coordinate_atlases(functional, name, n_total, extra):
+    ds = read_fmri(functional, atlas=name, standardize=None)
+    assert 0 < ds.sizes["channel"] < n_total
+    assert extra in ds.coords and ds[extra].dims == ("channel",)
+    assert len(set(ds["channel"].values)) == ds.sizes["channel"]
+    assert ds.attrs["atlas"] == name
+
+
+def test_coordinate_table_file(functional, tmp_path):
+    from nilearn.maskers import NiftiSpheresMasker
+
+    table = pd.DataFrame({"name": ["left", "right"], "x": [-10.0, 10.0], "y": [0.0, 0.0],
+                          "z": [8.0, 8.0]})
+    path = tmp_path / "seeds.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    ds = read_fmri(functional, atlas=path, radius=6.0, standardize=None)
+    expected = NiftiSpheresMasker(table[["x", "y", "z"]].to_numpy(), radius=6.0,
+                                  standardize=None).fit_transform(nib.load(functional))
+    assert list(ds["channel"].values) == ["left", "right"]
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-5)
+
+
+def test_read_dispatch_needs_an_atlas(functional):
+    with pytest.raises(NeurofmError, match="atlas="):
+        read(functional)
+    ds = read(functional, atlas="power_2011")
+    assert ds.attrs["modality"] == "fmri"
+
+
+# --------------------------------------------------------------------------------------------
+# confounds
+# --------------------------------------------------------------------------------------------
+def _fmriprep_tree(tmp_path, nitime_bold, *, name="test-v21_desc-confounds_timeseries"):
+    """A BIDS-named fMRIPrep output: the first 30 volumes of nitime's real BOLD, next to
+    nilearn's real 30-row confounds table and its JSON, plus a sidecar with the TR."""
+    img = nib.load(nitime_bold)
+    bold = tmp_path / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :30], img.affine, img.header), bold)
+    kind = "timeseries" if name.endswith("timeseries") else "regressors"
+    for ext in ("tsv", "json"):
+        shutil.copy(package_file("nilearn", "interfaces", "fmriprep", "data", f"{name}.{ext}"),
+                    tmp_path / f"sub-01_task-rest_desc-confounds_{kind}.{ext}")
+    (tmp_path / (bold.name.replace(".nii.gz", ".json"))).write_text(
+        json.dumps({"RepetitionTime": 1.35}))
+    return bold
+
+
+@pytest.mark.parametrize("table", ["test-v21_desc-confounds_timeseries",
+                                   "test_desc-confounds_regressors"])
+def test_fmriprep_confounds_equal_nilearn(tmp_path, nitime_bold, table):
+    from nilearn.interfaces.fmriprep import load_confounds
+    from nilearn.maskers import NiftiLabelsMasker
+
+    bold = _fmriprep_tree(tmp_path, nitime_bold, name=table)
+    img = nib.load(bold)
+    atlas = _labels_atlas(img, n_x=3, n_y=2)
+    ds = read_fmri(bold, atlas=atlas, confounds="fmriprep")
+    conf, sample_mask = load_confounds(str(bold), strategy=("motion", "high_pass", "wm_csf"))
+    assert sample_mask is not None and len(sample_mask) < 30  # non-steady-state volumes
+    expected = NiftiLabelsMasker(atlas, standardize="zscore_sample", t_r=1.35).fit_transform(
+        img, confounds=conf, sample_mask=sample_mask)
+    validate(ds)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ds["volume"].values, sample_mask)
+    np.testing.assert_allclose(ds["time"].values, np.asarray(sample_mask) * 1.35)
+    assert list(ds["confound"].values) == list(conf.columns)
+    assert ds["confounds"].dims == ("time", "confound")
+    np.testing.assert_allclose(ds["confounds"].values, conf.to_numpy()[sample_mask])
+    params = history(ds)[-1]["params"]
+    assert params["dropped_volumes"] == sorted(set(range(30)) - set(sample_mask.tolist()))
+    assert params["t_r_source"] == "sidecar"
+    assert (ds.attrs["subject"], ds.attrs["task"], ds.attrs["space"]) == \
+        ("01", "rest", "MNI152NLin2009cAsym")
+
+
+def test_confounds_dataframe_and_tsv_equal_nilearn(functional, tmp_path):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)
+    rng = np.random.default_rng(0)
+    conf = pd.DataFrame(rng.standard_normal((20, 3)), columns=["a", "b", "c"])  # generated
+    expected = NiftiLabelsMasker(atlas, standardize="zscore_sample").fit_transform(
+        img, confounds=conf)
+    ds = read_fmri(functional, atlas=atlas, confounds=conf)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-4, atol=1e-5)
+    assert list(ds["confound"].values) == ["a", "b", "c"]
+    path = tmp_path / "conf.tsv"
+    conf.to_csv(path, sep="\t", index=False)
+    ds2 = read_fmri(functional, atlas=atlas, confounds=path)
+    np.testing.assert_allclose(ds2["signal"].values, ds["signal"].values, rtol=1e-5, atol=1e-6)
+    conf_before = conf.copy()
+    read_fmri(functional, atlas=atlas, confounds=conf)
+    pd.testing.assert_frame_equal(conf, conf_before)  # caller data untouched
+
+
+def test_bad_confounds(functional):
+    atlas = _labels_atlas(nib.load(functional))
+    conf = pd.DataFrame({"a": np.r_[np.nan, np.arange(19.0)]})
+    with pytest.raises(DataError, match=r"NaN.*\['a'\]"):
+        read_fmri(functional, atlas=atlas, confounds=conf)
+    with pytest.raises(DataError, match="19 rows but the BOLD image has 20 volumes"):
+        read_fmri(functional, atlas=atlas, confounds=np.zeros((19, 2)))
+    with pytest.raises(FormatError, match="fMRIPrep confounds"):
+        read_fmri(functional, atlas=atlas, confounds="fmriprep")
+
+
+def test_high_pass_filter_with_cosine_strategy_is_refused(tmp_path, nitime_bold):
+    bold = _fmriprep_tree(tmp_path, nitime_bold)
+    with pytest.raises(NeurofmError, match="cosine"):
+        read_fmri(bold, atlas="power_2011", confounds="fmriprep", high_pass=0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# TR
+# --------------------------------------------------------------------------------------------
+def test_tr_from_sidecar_header_and_argument(functional, tmp_path, caplog):
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)
+    bold = tmp_path / "sub-02_task-x_bold.nii"
+    shutil.copy(functional, bold)
+    assert read_fmri(bold, atlas=atlas).attrs["t_r"] == 2.0  # header
+    (tmp_path / "sub-02_task-x_bold.json").write_text(json.dumps({"RepetitionTime": 2.5}))
+    ds = read_fmri(bold, atlas=atlas)
+    assert ds.attrs["t_r"] == 2.5 and ds.attrs["sfreq"] == pytest.approx(0.4)
+    assert history(ds)[-1]["params"]["t_r_source"] == "sidecar"
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        assert read_fmri(bold, atlas=atlas, t_r=3.0).attrs["t_r"] == 3.0
+    assert "sidecar says 2.5" in caplog.text
+
+
+def test_header_tr_in_milliseconds_is_fixed(caplog):
+    example = package_file("nibabel", "tests", "data", "example4d.nii.gz")
+    assert nib.load(example).header.get_zooms()[3] == 2000.0  # the quirk: 2000 "sec"
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        ds = read_fmri(example, atlas="power_2011", standardize=None)
+    assert ds.attrs["t_r"] == 2.0
+    assert "milliseconds" in caplog.text
+
+
+def test_no_tr_anywhere(functional, tmp_path):
+    img = nib.load(functional)
+    header = img.header.copy()
+    header.set_zooms(header.get_zooms()[:3] + (0.0,))
+    path = tmp_path / "no_tr.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, header), path)
+    atlas = _labels_atlas(img)
+    with pytest.raises(DataError, match="no repetition time.*t_r="):
+        read_fmri(path, atlas=atlas)
+    assert read_fmri(path, atlas=atlas, t_r=1.5).attrs["sfreq"] == pytest.approx(1 / 1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+def test_3d_image_is_refused(functional):
+    img = nib.load(functional)
+    img3d = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+    with pytest.raises(DataError, match="expected a 4D BOLD image.*3D"):
+        read_fmri(img3d, atlas=_labels_atlas(img))
+
+
+def test_atlas_outside_the_field_of_view(functional):
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)
+    shifted = atlas.affine.copy()
+    shifted[:3, 3] += 1000.0
+    with pytest.raises(DataError, match="does not overlap"):
+        read_fmri(functional, atlas=nib.Nifti1Image(np.asarray(atlas.dataobj), shifted))
+    with pytest.raises(DataError, match="no sphere"):
+        read_fmri(functional, atlas=np.array([[500.0, 500.0, 500.0]]))
+
+
+def test_empty_parcels_are_dropped_warned_and_recorded(functional, caplog):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(functional)
+    lab = np.asarray(_labels_atlas(img).dataobj)
+    big = np.repeat(np.repeat(np.repeat(lab, 2, 0), 2, 1), 2, 2)  # atlas at twice the resolution
+    big[1, 1, 1] = 77  # one voxel: vanishes when resampled to the BOLD grid
+    affine = img.affine.copy()
+    affine[:3, :3] /= 2
+    atlas = nib.Nifti1Image(big, affine)
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        ds = read_fmri(functional, atlas=atlas)
+    assert "77" not in list(ds["channel"].values)
+    assert history(ds)[-1]["params"]["empty_parcels"] == ["77"]
+    assert "empty parcel" in caplog.text and "77" in caplog.text
+    with pytest.warns(UserWarning, match="removed"):  # nilearn drops it too
+        expected = NiftiLabelsMasker(atlas, standardize="zscore_sample").fit_transform(img)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-5, atol=1e-5)
+
+
+def test_too_few_volumes_for_the_filter(functional):
+    with pytest.raises(DataError, match="20 volumes are too few.*at least 34"):
+        read_fmri(functional, atlas=_labels_atlas(nib.load(functional)), low_pass=0.1,
+                  high_pass=0.01)
+
+
+def test_missing_and_unknown_inputs(functional, tmp_path):
+    with pytest.raises(FormatError, match="not found"):
+        read_fmri(tmp_path / "nope.nii.gz", atlas="power_2011")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(FormatError, match="not a readable NIfTI"):
+        read_fmri(bad, atlas="power_2011")
+    with pytest.raises(FormatError, match="offline coordinate atlases"):
+        read_fmri(functional, atlas="harvard_oxford")
+    img = nib.load(functional)
+    float_atlas = nib.Nifti1Image(np.random.default_rng(0).random(img.shape[:3]), img.affine)
+    with pytest.raises(DataError, match="integer"):
+        read_fmri(functional, atlas=float_atlas)
+    with pytest.raises(DataError, match="labels for"):
+        read_fmri(functional, atlas=_labels_atlas(img), labels=["a", "b"])
+
+
+# --------------------------------------------------------------------------------------------
+# ROI tables
+# --------------------------------------------------------------------------------------------
+def test_roi_timeseries_from_nitime_csv():
+    path = package_file("nitime", "data", "fmri_timeseries.csv")
+    ds = read_roi_timeseries(path, t_r=1.89)
+    table = pd.read_csv(path)
+    validate(ds)
+    assert ds.sizes["channel"] == 31 and ds.sizes["time"] == 250
+    assert list(ds["channel"].values) == list(table.columns)
+    np.testing.assert_allclose(ds["signal"].values, table.to_numpy().T.astype(np.float32))
+    assert ds.attrs["sfreq"] == pytest.approx(1 / 1.89) and ds.attrs["t_r"] == 1.89
+    np.testing.assert_allclose(ds["time"].values[:3], [0.0, 1.89, 3.78])
+
+
+def test_roi_timeseries_from_array_with_names_and_positions():
+    data = np.arange(12.0).reshape(4, 3)  # generated: 4 volumes x 3 ROIs
+    pos = np.eye(3) * 10
+    ds = read_roi_timeseries(data, t_r=2.0, roi_names=["a", "b", "c"], ch_pos=pos)
+    np.testing.assert_array_equal(ds["signal"].values, data.T)
+    np.testing.assert_array_equal(ds["ch_pos"].values, pos)
+    with pytest.raises(DataError, match="roi_names has 2 names but the table has 3"):
+        read_roi_timeseries(data, t_r=2.0, roi_names=["a", "b"])
+    with pytest.raises(DataError, match="2-D"):
+        read_roi_timeseries(np.zeros(5), t_r=2.0)
+    with pytest.raises(NeurofmError, match="t_r"):
+        read_roi_timeseries(data, t_r=0)
