@@ -35,7 +35,8 @@ from ._logging import logger, progress, use_log_level
 from .errors import DataError, FormatError, NeurofmError
 from .schema import validate
 
-__all__ = ["Store", "open_store", "write_store", "MANIFEST_COLUMNS", "recording_id"]
+__all__ = ["Store", "open_store", "write_store", "write_recording", "open_recording",
+           "index_store", "MANIFEST_COLUMNS", "recording_id"]
 
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_COLUMNS = ("id", "subject", "session", "task", "run", "modality", "n_channels",
@@ -192,10 +193,8 @@ class Store:
         ds : xarray.Dataset
             The canonical recording.
         """
-        location = self._location(self._row(rec_id)["path"])
-        with _quiet_zarr():
-            return xr.open_zarr(location, chunks=chunks, consolidated=True,
-                                storage_options=self.storage_options or None)
+        return open_recording(self._location(self._row(rec_id)["path"]), chunks=chunks,
+                              storage_options=self.storage_options)
 
     def read_window(self, rec_id, start, stop, *, channels=None):
         """Read samples ``start:stop`` of one recording.
@@ -267,22 +266,10 @@ class Store:
             raise NeurofmError(f"{self.path}: recording {rec_id!r} already exists; pass "
                                "overwrite=True to replace it")
         rel = f"{rec_id}.zarr"
-        tmp = f"{_TMP_PREFIX}{rec_id}-{uuid.uuid4().hex[:8]}.zarr"
-        self._write_zarr(ds, tmp, chunk_seconds=chunk_seconds, compressor=compressor)
-        self._replace_dir(tmp, rel)
-        row = {
-            "id": rec_id,
-            "subject": str(ds.attrs.get("subject", "") or ""),
-            "session": str(ds.attrs.get("session", "") or ""),
-            "task": str(ds.attrs.get("task", "") or ""),
-            "run": str(ds.attrs.get("run", "") or ""),
-            "modality": str(ds.attrs["modality"]),
-            "n_channels": int(ds.sizes["channel"]),
-            "n_times": int(ds.sizes["time"]),
-            "sfreq": float(ds.attrs["sfreq"]),
-            "split": split if split is None else str(split),
-            "path": rel,
-        }
+        write_recording(ds, self._location(rel), chunk_seconds=chunk_seconds,
+                        compressor=compressor, storage_options=self.storage_options,
+                        validated=True)
+        row = _manifest_row(rec_id, ds, split, rel)
         manifest = self._manifest[self._manifest["id"] != rec_id]
         manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
         self._write_manifest(manifest)
@@ -384,49 +371,6 @@ class Store:
         return out
 
     # writing
-    def _write_zarr(self, ds, rel, *, chunk_seconds, compressor):
-        n_ch = int(ds.sizes["channel"])
-        sfreq = float(ds.attrs["sfreq"])
-        if chunk_seconds is None:
-            chunk = max(1, CHUNK_BYTES // (4 * max(n_ch, 1)))
-        else:
-            if not chunk_seconds > 0:
-                raise NeurofmError(f"chunk_seconds must be > 0; got {chunk_seconds!r}")
-            chunk = max(1, int(round(chunk_seconds * sfreq)))
-        chunk = min(chunk, max(1, int(ds.sizes["time"])))
-        codecs = _compressors(compressor)
-        encoding = {"signal": {"chunks": (n_ch, chunk), "compressors": codecs}}
-        for name in ds.variables:
-            if name != "signal" and name not in ds.dims:
-                encoding.setdefault(name, {})
-        out = ds.copy(deep=False)
-        out["signal"] = out["signal"].chunk({"channel": -1, "time": chunk}) \
-            if getattr(out["signal"].data, "dask", None) is not None else out["signal"]
-        for var in out.variables.values():
-            var.encoding = {}
-        location = self._location(rel)
-        with _quiet_zarr():
-            out.to_zarr(location, mode="w", zarr_format=3, consolidated=True,
-                        encoding={"signal": encoding["signal"]}, write_empty_chunks=True,
-                        storage_options=self.storage_options or None)
-
-    def _replace_dir(self, tmp, rel):
-        src, dst = self._join(tmp), self._join(rel)
-        if self._remote:
-            if self._fs.exists(dst):
-                self._fs.rm(dst, recursive=True)
-            self._fs.mv(src, dst, recursive=True)
-            return
-        if os.path.exists(dst):
-            trash = self._join(f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{rel}")
-            os.replace(dst, trash)
-            os.replace(src, dst)
-            import shutil
-
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(src, dst)
-
     def _join(self, rel):
         return f"{self._root}/{rel}" if self._remote else os.path.join(self._root, rel)
 
@@ -529,6 +473,22 @@ class _ChunkMaps:
         return block
 
 
+def _manifest_row(rec_id, ds, split, rel):
+    return {
+        "id": rec_id,
+        "subject": str(ds.attrs.get("subject", "") or ""),
+        "session": str(ds.attrs.get("session", "") or ""),
+        "task": str(ds.attrs.get("task", "") or ""),
+        "run": str(ds.attrs.get("run", "") or ""),
+        "modality": str(ds.attrs["modality"]),
+        "n_channels": int(ds.sizes["channel"]),
+        "n_times": int(ds.sizes["time"]),
+        "sfreq": float(ds.attrs["sfreq"]),
+        "split": split if split is None else str(split),
+        "path": rel,
+    }
+
+
 def _empty_manifest():
     return pd.DataFrame({c: pd.Series(dtype=object if c not in
                                       ("n_channels", "n_times", "sfreq") else
@@ -626,6 +586,154 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
             for ds in items:
                 probe.add(ds, split=split, chunk_seconds=chunk_seconds, compressor=compressor)
         return probe
+
+
+def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None,
+                    storage_options=None, validated=False):
+    """Write one recording as a zarr group, atomically, in the store layout.
+
+    The group is written under a temporary name beside ``path`` and renamed into place, so
+    ``path`` either holds a complete recording or nothing (an existing one is replaced).
+    Pipelines use this to fill a store from parallel jobs, then :func:`index_store`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical recording (dask-backed arrays are written chunk by chunk).
+    path : str | os.PathLike
+        Target ``<store>/<id>.zarr`` (local path or fsspec URL).
+    chunk_seconds : float, optional
+        Chunk length along time; by default chunks of about 1 MiB (all channels).
+    compressor : None | "zstd" | "blosc" | zarr codec
+        See :meth:`Store.add`.
+    attrs : dict, optional
+        Extra flat attributes to store (e.g. ``config_hash``).
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    path : str
+    """
+    if not validated:
+        validate(ds, name=str(path))
+    n_ch = int(ds.sizes["channel"])
+    sfreq = float(ds.attrs["sfreq"])
+    if chunk_seconds is None:
+        chunk = max(1, CHUNK_BYTES // (4 * max(n_ch, 1)))
+    else:
+        if not chunk_seconds > 0:
+            raise NeurofmError(f"chunk_seconds must be > 0; got {chunk_seconds!r}")
+        chunk = max(1, int(round(chunk_seconds * sfreq)))
+    chunk = min(chunk, max(1, int(ds.sizes["time"])))
+    out = ds.copy(deep=False)
+    out.attrs = {**ds.attrs, **(attrs or {})}
+    if getattr(out["signal"].data, "dask", None) is not None:
+        out["signal"] = out["signal"].chunk({"channel": -1, "time": chunk})
+    for var in out.variables.values():
+        var.encoding = {}
+    encoding = {"signal": {"chunks": (n_ch, chunk), "compressors": _compressors(compressor)}}
+
+    path = os.fspath(path)
+    remote = _is_url(path)
+    if remote:
+        fs, target = _fs(path, storage_options)
+        protocol = path.split("://", 1)[0]
+        parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
+        tmp_target = f"{parent}/{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        tmp_location = f"{protocol}://{tmp_target}"
+    else:
+        target = os.path.abspath(_local_path(path))
+        parent, name = os.path.split(target)
+        os.makedirs(parent, exist_ok=True)
+        tmp_target = tmp_location = os.path.join(
+            parent, f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    with _quiet_zarr():
+        out.to_zarr(tmp_location, mode="w", zarr_format=3, consolidated=True,
+                    encoding=encoding, write_empty_chunks=True,
+                    storage_options=storage_options or None if remote else None)
+    if remote:
+        if fs.exists(target):
+            fs.rm(target, recursive=True)
+        fs.mv(tmp_target, target, recursive=True)
+    elif os.path.exists(target):
+        import shutil
+
+        trash = os.path.join(parent, f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{name}")
+        os.replace(target, trash)
+        os.replace(tmp_target, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp_target, target)
+    return path
+
+
+def open_recording(path, *, chunks=None, storage_options=None):
+    """Open one recording written by :func:`write_recording` (or inside a store), lazily.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        A ``.zarr`` group (local path or fsspec URL).
+    chunks : None | dict | "auto"
+        None: lazily indexed numpy-backed arrays; otherwise dask chunks.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+    """
+    path = os.fspath(path)
+    if not _is_url(path) and not os.path.isdir(_local_path(path)):
+        raise FormatError(f"{path}: recording not found (expected a zarr folder)")
+    try:
+        with _quiet_zarr():
+            return xr.open_zarr(path, chunks=chunks, consolidated=True,
+                                storage_options=storage_options or None)
+    except Exception as err:  # noqa: BLE001
+        raise FormatError(f"{path}: not a readable zarr recording: {err}") from err
+
+
+def index_store(path, *, ids=None, splits=None, storage_options=None):
+    """(Re)build the manifest of a store from the recordings in its directory.
+
+    For stores filled by parallel jobs with :func:`write_recording`: the manifest is written
+    last and atomically, so the store lists exactly the recordings indexed here.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        Store directory or URL.
+    ids : sequence of str, optional
+        Recordings to list (``<id>.zarr`` must exist); default: every complete ``*.zarr``.
+    splits : dict, optional
+        Recording id -> split label.
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    store : Store
+    """
+    store = Store(path, storage_options=storage_options, _create=True)
+    if ids is None:
+        if store._remote:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in store._fs.ls(store._root,
+                                                                             detail=False)]
+        else:
+            names = os.listdir(store._root)
+        ids = sorted(n[: -len(".zarr")] for n in names
+                     if n.endswith(".zarr") and not n.startswith(_TMP_PREFIX))
+    splits = dict(splits or {})
+    rows = []
+    for rec_id in ids:
+        rel = f"{rec_id}.zarr"
+        ds = open_recording(store._location(rel), storage_options=storage_options)
+        rows.append(_manifest_row(rec_id, ds, splits.get(rec_id), rel))
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else \
+        _empty_manifest()
+    store._write_manifest(manifest)
+    store._arrays, store._maps = {}, _ChunkMaps()
+    return store
 
 
 def describe(store):

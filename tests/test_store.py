@@ -261,3 +261,27 @@ def test_window_touches_only_its_chunks(tmp_path, compressor):
     fresh = open_store(tmp_path / "s")
     np.testing.assert_array_equal(fresh.read_window(rid, 2100, 3900),
                                   ds["signal"].values[:, 2100:3900])
+
+
+def test_write_recording_then_index_store(tmp_path):
+    """Pipelines fill a store from parallel jobs, then index it once."""
+    from neurofm.store import index_store, open_recording, write_recording
+
+    root = tmp_path / "s"
+    a, b = _rec("01", n_t=3000), _rec("02", n_t=4000, seed=2)
+    write_recording(a, root / "A.zarr", attrs={"config_hash": "abc"})
+    write_recording(b, root / "B.zarr", compressor="zstd")
+    assert open_recording(root / "A.zarr").attrs["config_hash"] == "abc"
+    (root / ".tmp-C.zarr-1234").mkdir()  # a crashed job's leftovers are not listed
+    store = index_store(root, splits={"A": "train"})
+    assert store.ids == ["A", "B"]
+    assert store.manifest.set_index("id").loc["A", "split"] == "train"
+    np.testing.assert_array_equal(store.read_window("B", 10, 3990),
+                                  b["signal"].values[:, 10:3990])
+    write_recording(b, root / "A.zarr")  # replaced atomically
+    assert open_store(root).refresh().read_window("A", 0, 4000).shape == (16, 4000)
+    with pytest.raises(FormatError, match="recording not found"):
+        open_recording(root / "nope.zarr")
+    with pytest.raises(NeurofmError, match="NaN"):
+        write_recording(a.assign(signal=a["signal"] * np.nan), root / "N.zarr")
+    assert not (root / "N.zarr").exists()

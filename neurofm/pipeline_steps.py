@@ -1,0 +1,366 @@
+"""The per-job work of the Snakemake pipelines (``pipelines/scripts/*.py`` call these).
+
+Each step reads its inputs, calls neurofm's readers and :mod:`neurofm.preprocessing`, and
+writes its output atomically (a temporary name, then a rename), so a killed job never leaves
+an output that looks complete. Every output carries ``config_hash`` (of the parameters that
+produced it) and ``neurofm_version`` in its attrs.
+
+Steps:
+
+- :func:`read_step`: input file -> canonical zarr (EEG/MEG also pick channels);
+- :func:`preprocess_step`: the modality's chain, lazily in time blocks, written into the
+  store folder (``<out_dir>/store/<id>.zarr``);
+- :func:`qc_step` / :func:`summary_step`: HTML reports (:mod:`neurofm.viz.qc`);
+- :func:`manifest_step`: the store manifest over all recordings, with a seeded subject split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import traceback
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from ._logging import logger
+from ._version import __version__
+from .store import open_recording
+from .errors import NeurofmError
+
+__all__ = ["read_step", "preprocess_step", "qc_step", "summary_step", "manifest_step",
+           "apply_chain", "run_script", "write_zarr"]
+
+#: Channel types kept by default per modality.
+DEFAULT_PICK = {"eeg": "eeg", "meg": "meg"}
+
+
+def write_zarr(ds, path, *, attrs=None):
+    """Write a pipeline output with :func:`neurofm.store.write_recording` (atomic), stamped
+    with the neurofm version and the given attrs (``config_hash`` ...)."""
+    from .store import write_recording
+
+    return Path(write_recording(ds, path, attrs={**(attrs or {}),
+                                                 "neurofm_version": __version__}))
+
+
+def _entity_attrs(wildcards):
+    from .pipeline import labels_of
+
+    return labels_of(wildcards)
+
+
+# --------------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------------
+def read_step(source, output, *, modality, wildcards, read=None, pick=None, fmri=None,
+              config_hash=""):
+    """Read one input into a canonical zarr.
+
+    Parameters
+    ----------
+    source : str
+        The input file (EEG/MEG raw file, fMRIPrep BOLD image, suite2p plane folder).
+    output : str
+        Target zarr folder.
+    modality : {"eeg", "meg", "fmri", "calcium"}
+    wildcards : mapping
+        subject, session, task, run of the recording (written into the attrs).
+    read, pick, fmri : dict, optional
+        The config sections (see ``pipelines/config/schema.yaml``); ``fmri`` must carry the
+        resolved ``atlas`` path.
+    config_hash : str
+        Fingerprint of these parameters.
+    """
+    from .preprocessing import pick as pick_channels
+
+    read = dict(read or {})
+    if modality in ("eeg", "meg"):
+        from .io.ephys import read_ephys
+
+        ds = read_ephys(source, modality=modality, montage=read.get("montage"), preload=False)
+        if pick is not None:  # null in the config keeps every channel
+            ch_type = pick.get("ch_type") or DEFAULT_PICK[modality]
+            ds = pick_channels(ds, ch_type, exclude_bad=pick.get("exclude_bad", True))
+    elif modality == "fmri":
+        from .io.fmri import read_fmri
+
+        fmri = dict(fmri or {})
+        strategy = fmri.get("confounds")
+        ds = read_fmri(source, atlas=fmri["atlas"], labels=_labels(fmri.get("labels")),
+                       confounds="fmriprep" if strategy else None,
+                       strategy=tuple(strategy or ()), standardize=fmri.get("standardize"))
+    elif modality == "calcium":
+        from .io.calcium import read_calcium
+
+        ds = read_calcium(source, signal=read.get("signal", "Fc"), fs=read.get("fs"))
+    else:
+        raise NeurofmError(f"modality must be eeg, meg, fmri or calcium; got {modality!r}")
+    ds.attrs.update(_entity_attrs(wildcards))
+    write_zarr(ds, output, attrs={"config_hash": config_hash, "pipeline_step": "read"})
+    logger.info("read %s -> %s (%d channels x %d samples at %g Hz)", source, output,
+                ds.sizes["channel"], ds.sizes["time"], ds.attrs["sfreq"])
+
+
+def _labels(path):
+    if not path:
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t" if str(path).endswith(".tsv") else ",")
+    if not {"index", "name"} <= set(table.columns):
+        raise NeurofmError(f"{path}: atlas labels table needs columns index and name; found "
+                           f"{list(table.columns)}")
+    return {int(i): str(n) for i, n in zip(table["index"], table["name"])}
+
+
+def apply_chain(ds, steps, *, modality):
+    """The preprocessing chain of a pipeline, in its fixed order.
+
+    dF/F (calcium) -> notch -> band-pass -> resample -> re-reference (EEG) -> scale; each
+    step runs only when configured (a null section skips it).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical recording (numpy- or dask-backed).
+    steps : dict
+        Config sections ``dff``, ``notch``, ``bandpass``, ``resample``, ``reference``,
+        ``scale`` (see ``pipelines/config/schema.yaml``).
+    modality : str
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        The processed recording (lazy when the input is).
+    """
+    from . import preprocessing as pp
+
+    if steps.get("dff"):
+        d = steps["dff"]
+        ds = pp.dff(ds, method=d.get("method", "percentile"), window_s=d.get("window_s", 60.0),
+                    percentile=d.get("percentile", 8.0), sigma=d.get("sigma", 10.0))
+    if steps.get("notch"):
+        nyq = ds.attrs["sfreq"] / 2.0
+        freqs = [f for f in steps["notch"]["freqs"] if f < nyq - 0.5]
+        skipped = [f for f in steps["notch"]["freqs"] if f not in freqs]
+        if skipped:
+            logger.info("notch: %s Hz at or above Nyquist (%g Hz) skipped", skipped, nyq)
+        if freqs:
+            ds = pp.notch(ds, freqs, method=steps["notch"].get("method", "fir"))
+    if steps.get("bandpass"):
+        b = steps["bandpass"]
+        ds = pp.filter(ds, b.get("l_freq"), b.get("h_freq"), method=b.get("method", "fir"))
+    if steps.get("resample"):
+        r = steps["resample"]
+        ds = pp.resample(ds, r["sfreq"], method=r.get("method", "polyphase"))
+    if steps.get("reference") is not None and modality == "eeg":
+        ds = pp.rereference(ds, steps["reference"])
+    method = (steps.get("scale") or {}).get("method", "none")
+    if method == "robust":
+        ds, _ = pp.robust_scale(ds)
+    elif method == "zscore":
+        ds = pp.zscore(ds)
+    return ds
+
+
+def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, threads=1,
+                    store=None, config_hash=""):
+    """Run the preprocessing chain on one recording and write it in the store layout.
+
+    The recording is processed lazily in time blocks of ``block_seconds`` (filters overlap
+    the blocks), checkpointed once on disk before scaling (whose statistics need the whole
+    recording), validated and written as ``<store>/<id>.zarr`` exactly as
+    :meth:`neurofm.store.Store.add` writes it; :func:`manifest_step` lists it afterwards.
+
+    Parameters
+    ----------
+    source : str
+        Zarr written by :func:`read_step`.
+    output : str
+        Target ``<store>/<id>.zarr`` folder.
+    modality : str
+    steps : dict
+        See :func:`apply_chain`.
+    block_seconds : float
+        Length of the dask blocks (memory bound of the job).
+    threads : int
+        dask threads.
+    store : dict, optional
+        The ``store`` config section (chunk_seconds, compressor).
+    config_hash : str
+        Fingerprint of the parameters (read + chain + store layout).
+    """
+    import dask
+
+    from .store import write_recording
+
+    store = dict(store or {})
+    output = Path(output)
+    ds = open_recording(source)
+    block = max(1, int(round(block_seconds * ds.attrs["sfreq"])))
+    ds = ds.chunk({"time": min(block, ds.sizes["time"]), "channel": -1})
+    token = uuid.uuid4().hex[:8]
+    ckpt = output.with_name(f".ckpt-{token}-{output.name}")
+    try:
+        with dask.config.set(scheduler="threads", num_workers=int(threads)):
+            # the chain runs once into a checkpoint; scaling statistics and validation then
+            # read the checkpoint instead of recomputing the filters
+            pre = apply_chain(ds, {**steps, "scale": None}, modality=modality)
+            write_zarr(pre, ckpt)
+            out = apply_chain(open_recording(ckpt, chunks={}), {"scale": steps.get("scale")},
+                              modality=modality)
+            out.attrs.update({"config_hash": config_hash, "neurofm_version": __version__,
+                              "pipeline_step": "preprocess"})
+            write_recording(out, output, chunk_seconds=store.get("chunk_seconds"),
+                            compressor=store.get("compressor"))
+    finally:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    logger.info("preprocessed %s -> %s", source, output)
+
+
+def qc_step(raw, preprocessed, output, *, title, qc=None):
+    """Write the QC report of one recording (see :func:`neurofm.viz.qc.qc_report`)."""
+    from .viz.qc import qc_report
+
+    qc = dict(qc or {})
+    qc_report(open_recording(raw), open_recording(preprocessed), output, title=title,
+              max_seconds=qc.get("max_seconds", 300.0), n_traces=qc.get("n_traces", 10))
+
+
+def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pipeline"):
+    """Write the summary page of a run (one row per recording, links to its report)."""
+    from .viz.qc import summary_report
+
+    rows = []
+    for rec_id, report, path in zip(ids, reports, recordings):
+        ds = open_recording(path)
+        rows.append({"id": rec_id, "report": os.path.relpath(report, Path(output).parent),
+                     "subject": ds.attrs.get("subject", ""),
+                     "split": splits.get(ds.attrs.get("subject", ""), ""),
+                     "modality": ds.attrs.get("modality", ""),
+                     "n_channels": int(ds.sizes["channel"]), "n_times": int(ds.sizes["time"]),
+                     "sfreq": float(ds.attrs["sfreq"]),
+                     "config_hash": ds.attrs.get("config_hash", "")})
+    summary_report(rows, output, title=title)
+
+
+def manifest_step(recordings, output, *, ids, split=None, config_hash="", config=None):
+    """Write the manifest of the store the preprocess jobs filled, with a subject split.
+
+    Parameters
+    ----------
+    recordings : sequence of str
+        The ``<store>/<id>.zarr`` folders written by :func:`preprocess_step`.
+    output : str
+        ``<store>/manifest.parquet`` (written atomically, last, so the store only lists
+        complete recordings).
+    ids : sequence of str
+        Store id of each recording.
+    split : dict
+        ``store.split`` config: train, val, test fractions and seed (by subject).
+    config_hash : str
+        Fingerprint of the whole pipeline config, written to ``<store>/pipeline.json``.
+    config : dict, optional
+        The config itself, kept in ``pipeline.json`` for provenance.
+    """
+    from .pipeline import assign_splits
+    from .store import index_store
+
+    split = dict(split or {})
+    root = Path(output).parent
+    subjects = {}
+    for rec_id, path in zip(ids, recordings):
+        path = Path(path)
+        if path.parent.resolve() != root.resolve() or path.name != f"{rec_id}.zarr":
+            raise NeurofmError(f"{path}: store recordings must be {root}/<id>.zarr")
+        subjects[rec_id] = str(open_recording(path).attrs.get("subject", ""))
+    splits = assign_splits(list(subjects.values()), train=split.get("train", 0.6),
+                           val=split.get("val", 0.2), test=split.get("test", 0.2),
+                           seed=split.get("seed", 0))
+    with open(root / "pipeline.json", "w") as fid:
+        json.dump({"config_hash": config_hash, "neurofm_version": __version__,
+                   "config": config, "splits": splits, "recordings": list(ids)}, fid,
+                  indent=2, default=str)
+    # the manifest is written last and atomically: the store lists complete recordings only
+    store = index_store(root, ids=list(ids),
+                        splits={i: splits[subj] for i, subj in subjects.items()})
+    manifest = store.manifest
+    counts = manifest["split"].value_counts().to_dict()
+    logger.info("store %s: %d recordings, splits %s", root, len(manifest), counts)
+
+
+# --------------------------------------------------------------------------------------------
+# script entry point
+# --------------------------------------------------------------------------------------------
+@contextmanager
+def _log_to(path):
+    handler = None
+    root = logging.getLogger()
+    old_level = logger.level
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, mode="w")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] "
+                                               "%(message)s"))
+        root.addHandler(handler)  # the neurofm logger propagates to it, as do MNE's
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+            logger.setLevel(old_level)
+            handler.close()
+
+
+def run_script(smk, step):
+    """Run ``step`` for a Snakemake ``script:`` job, logging into its ``log:`` file.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The ``snakemake`` object Snakemake injects into scripts.
+    step : {"read", "preprocess", "qc", "summary", "manifest"}
+
+    An error is written to the log as one line ``ERROR <rule> <recording>: <message>``
+    (plus the traceback) and the job exits with status 1, so Snakemake marks only this job
+    as failed and, with ``--keep-going``, finishes the others.
+    """
+    log = smk.log[0] if len(smk.log) else None
+    from .pipeline import STEM
+
+    wc = dict(smk.wildcards.items()) if hasattr(smk.wildcards, "items") else {}
+    what = STEM.format(**wc) if "subject" in wc else "all recordings"
+    p = smk.params
+    with _log_to(log):
+        logger.info("neurofm %s, rule %s, %s", __version__, smk.rule, what)
+        try:
+            if step == "read":
+                read_step(smk.input[0], smk.output[0], modality=p.modality, wildcards=wc,
+                          read=p.read, pick=p.pick, fmri=p.fmri, config_hash=p.config_hash)
+            elif step == "preprocess":
+                preprocess_step(smk.input[0], smk.output[0], modality=p.modality,
+                                steps=p.steps, block_seconds=p.block_seconds,
+                                threads=smk.threads, store=p.store,
+                                config_hash=p.config_hash)
+            elif step == "qc":
+                qc_step(smk.input.raw, smk.input.preprocessed, smk.output[0], title=p.title,
+                        qc=p.qc)
+            elif step == "summary":
+                summary_step(list(smk.input.reports), list(smk.input.recordings),
+                             smk.output[0], ids=p.ids, splits=p.splits, title=p.title)
+            elif step == "manifest":
+                manifest_step(list(smk.input), smk.output[0], ids=p.ids, split=p.split,
+                              config_hash=p.config_hash, config=p.config)
+            else:
+                raise NeurofmError(f"unknown pipeline step {step!r}")
+        except Exception as err:  # noqa: BLE001 - reported in the job log, then re-raised
+            logger.error("ERROR %s %s: %s: %s", smk.rule, what, type(err).__name__, err)
+            logger.error("%s", traceback.format_exc())
+            print(f"ERROR {smk.rule} {what}: {type(err).__name__}: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+    return 0

@@ -1,0 +1,27 @@
+"""Pure ``Dataset -> Dataset`` preprocessing of canonical recordings.
+
+Every function validates its input, never modifies it, records itself in the ``history``
+attribute of the result and works lazily on dask-backed recordings (chunked along time;
+filters run with an overlap covering their support)::
+
+    from neurofm import preprocessing as pp
+    ds = pp.pick(ds, "eeg")
+    ds = pp.notch(ds, 50.0)
+    ds = pp.filter(ds, 0.5, 40.0)
+    ds = pp.resample(ds, 250.0)
+    ds = pp.rereference(ds, "average")
+    ds, stats = pp.robust_scale(ds)
+"""
+
+from .channels import crop, pick, rereference
+from .confounds import clean_confounds
+from .dff import dff
+from .filters import filter, notch, resample
+from .scaling import robust_scale, robust_scale_stats, zscore
+from .temporal import clip_frame_indices, temporal_resample, windows
+
+__all__ = [
+    "filter", "notch", "resample", "rereference", "pick", "crop", "zscore", "robust_scale",
+    "robust_scale_stats", "temporal_resample", "clip_frame_indices", "clean_confounds",
+    "windows", "dff",
+]
