@@ -257,22 +257,40 @@ class Store:
             The id under which the recording was stored.
         """
         validate(ds, name=f"recording {id or recording_id(ds)!r}")
-        rec_id = id if id is not None else self._unique_id(recording_id(ds))
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(rec_id)):
+        if id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(id)):
             raise NeurofmError(f"id must contain only letters, digits, '.', '_' and '-'; got "
-                               f"{rec_id!r}")
-        exists = rec_id in self
-        if exists and not overwrite:
-            raise NeurofmError(f"{self.path}: recording {rec_id!r} already exists; pass "
+                               f"{id!r}")
+        if id is not None and id in self and not overwrite:
+            raise NeurofmError(f"{self.path}: recording {id!r} already exists; pass "
                                "overwrite=True to replace it")
-        rel = f"{rec_id}.zarr"
-        write_recording(ds, self._location(rel), chunk_seconds=chunk_seconds,
-                        compressor=compressor, storage_options=self.storage_options,
-                        validated=True)
-        row = _manifest_row(rec_id, ds, split, rel)
-        manifest = self._manifest[self._manifest["id"] != rec_id]
-        manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
-        self._write_manifest(manifest)
+        base = id if id is not None else recording_id(ds)
+        # the data are written outside the lock (slow); the id, the rename and the manifest
+        # update happen under it, against the manifest as it is on disk now, so that several
+        # processes can add to one store at once
+        staged = write_recording(ds, self._location(f"{base}.zarr"),
+                                 chunk_seconds=chunk_seconds, compressor=compressor,
+                                 storage_options=self.storage_options, validated=True,
+                                 stage_only=True)
+        try:
+            with self._lock():
+                if self._manifest_exists():
+                    self._manifest = self._read_manifest(missing_ok=False)
+                if id is None:
+                    rec_id = self._unique_id(base)
+                else:
+                    rec_id = id
+                    if rec_id in self and not overwrite:
+                        raise NeurofmError(f"{self.path}: recording {rec_id!r} already "
+                                           "exists; pass overwrite=True to replace it")
+                rel = f"{rec_id}.zarr"
+                staged.commit(rel)
+                row = _manifest_row(rec_id, ds, split, rel)
+                manifest = self._manifest[self._manifest["id"] != rec_id]
+                manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
+                self._write_manifest(manifest)
+        except BaseException:
+            staged.discard()
+            raise
         self._arrays.pop(rec_id, None)
         self._maps.forget(rec_id)
         logger.info("stored %s in %s", rec_id, self.path)
@@ -287,13 +305,15 @@ class Store:
             Maps recording ids to split labels; ids not given keep theirs.
         """
         splits = dict(splits)
-        unknown = sorted(set(splits) - set(self.ids))
-        if unknown:
-            raise NeurofmError(f"set_split: unknown recording ids {unknown}")
-        manifest = self.manifest
-        manifest["split"] = [splits.get(i, s) for i, s in zip(manifest["id"],
-                                                              manifest["split"])]
-        self._write_manifest(manifest)
+        with self._lock():
+            self._manifest = self._read_manifest(missing_ok=False)
+            unknown = sorted(set(splits) - set(self.ids))
+            if unknown:
+                raise NeurofmError(f"set_split: unknown recording ids {unknown}")
+            manifest = self.manifest
+            manifest["split"] = [splits.get(i, s) for i, s in zip(manifest["id"],
+                                                                  manifest["split"])]
+            self._write_manifest(manifest)
 
     def refresh(self):
         """Re-read the manifest (after another process added recordings)."""
@@ -314,6 +334,21 @@ class Store:
             protocol = self.path.split("://", 1)[0]
             return f"{protocol}://{self._root}/{rel}"
         return os.path.join(self._root, rel)
+
+    @contextmanager
+    def _lock(self):
+        """Exclusive lock on the store's manifest (local stores; object stores have none)."""
+        if self._remote:
+            yield
+            return
+        import fcntl
+
+        with open(os.path.join(self._root, ".lock"), "a") as fid:
+            fcntl.flock(fid.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fid.fileno(), fcntl.LOCK_UN)
 
     def _unique_id(self, base):
         taken = set(self._manifest["id"])
@@ -589,7 +624,7 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
 
 
 def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None,
-                    storage_options=None, validated=False):
+                    storage_options=None, validated=False, stage_only=False):
     """Write one recording as a zarr group, atomically, in the store layout.
 
     The group is written under a temporary name beside ``path`` and renamed into place, so
@@ -634,38 +669,69 @@ def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None
         var.encoding = {}
     encoding = {"signal": {"chunks": (n_ch, chunk), "compressors": _compressors(compressor)}}
 
-    path = os.fspath(path)
-    remote = _is_url(path)
-    if remote:
-        fs, target = _fs(path, storage_options)
-        protocol = path.split("://", 1)[0]
-        parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
-        tmp_target = f"{parent}/{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-        tmp_location = f"{protocol}://{tmp_target}"
-    else:
-        target = os.path.abspath(_local_path(path))
-        parent, name = os.path.split(target)
-        os.makedirs(parent, exist_ok=True)
-        tmp_target = tmp_location = os.path.join(
-            parent, f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+    staged = _Staged(path, storage_options)
     with _quiet_zarr():
-        out.to_zarr(tmp_location, mode="w", zarr_format=3, consolidated=True,
+        out.to_zarr(staged.tmp_location, mode="w", zarr_format=3, consolidated=True,
                     encoding=encoding, write_empty_chunks=True,
-                    storage_options=storage_options or None if remote else None)
-    if remote:
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
-        fs.mv(tmp_target, target, recursive=True)
-    elif os.path.exists(target):
-        import shutil
+                    storage_options=storage_options or None if staged.remote else None)
+    if stage_only:
+        return staged
+    staged.commit()
+    return os.fspath(path)
 
-        trash = os.path.join(parent, f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{name}")
-        os.replace(target, trash)
-        os.replace(tmp_target, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp_target, target)
-    return path
+
+class _Staged:
+    """A recording written under a temporary name beside its target, not yet renamed."""
+
+    def __init__(self, path, storage_options):
+        path = os.fspath(path)
+        self.remote = _is_url(path)
+        token = uuid.uuid4().hex[:8]
+        if self.remote:
+            self.fs, target = _fs(path, storage_options)
+            self.protocol = path.split("://", 1)[0]
+            self.parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
+            self.name = name
+            self.tmp = f"{self.parent}/{_TMP_PREFIX}{name}-{token}"
+            self.tmp_location = f"{self.protocol}://{self.tmp}"
+        else:
+            self.fs = None
+            target = os.path.abspath(_local_path(path))
+            self.parent, name = os.path.split(target)
+            self.name = name
+            os.makedirs(self.parent, exist_ok=True)
+            self.tmp = self.tmp_location = os.path.join(self.parent,
+                                                        f"{_TMP_PREFIX}{name}-{token}")
+
+    def commit(self, name=None):
+        """Rename into place as ``name`` (default: the original target), replacing it."""
+        name = name or self.name
+        if self.remote:
+            target = f"{self.parent}/{name}"
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+            self.fs.mv(self.tmp, target, recursive=True)
+            return
+        target = os.path.join(self.parent, name)
+        if os.path.exists(target):
+            import shutil
+
+            trash = os.path.join(self.parent,
+                                 f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{name}")
+            os.replace(target, trash)
+            os.replace(self.tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.tmp, target)
+
+    def discard(self):
+        if self.remote:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp, recursive=True)
+        else:
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def open_recording(path, *, chunks=None, storage_options=None):
@@ -731,7 +797,8 @@ def index_store(path, *, ids=None, splits=None, storage_options=None):
         rows.append(_manifest_row(rec_id, ds, splits.get(rec_id), rel))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else \
         _empty_manifest()
-    store._write_manifest(manifest)
+    with store._lock():
+        store._write_manifest(manifest)
     store._arrays, store._maps = {}, _ChunkMaps()
     return store
 

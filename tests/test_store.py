@@ -285,3 +285,26 @@ def test_write_recording_then_index_store(tmp_path):
     with pytest.raises(NeurofmError, match="NaN"):
         write_recording(a.assign(signal=a["signal"] * np.nan), root / "N.zarr")
     assert not (root / "N.zarr").exists()
+
+
+def _child_add(args):
+    path, worker = args
+    store = open_store(path)
+    for k in range(3):  # same subject in every worker: ids must still come out unique
+        store.add(_rec("01", n_t=2000, seed=10 * worker + k), split=f"w{worker}")
+    return worker
+
+
+def test_concurrent_writers_processes(tmp_path):
+    path = tmp_path / "s"
+    write_store([], path)
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    with ctx.Pool(4) as pool:
+        assert sorted(pool.map(_child_add, [(str(path), w) for w in range(4)])) == [0, 1, 2, 3]
+    store = open_store(path)
+    assert len(store) == 12 and len(set(store.ids)) == 12
+    assert sorted(store.manifest["split"].value_counts().tolist()) == [3, 3, 3, 3]
+    assert sorted(p.name for p in path.iterdir() if p.name.endswith(".zarr")) == \
+        sorted(f"{i}.zarr" for i in store.ids)
+    for rid in store.ids:  # every listed recording is complete and readable
+        assert store.read_window(rid, 0, 2000).shape == (16, 2000)
