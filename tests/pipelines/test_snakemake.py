@@ -14,9 +14,8 @@ import pytest
 from pipeline_helpers import example_config, write_config
 
 from neurofm.pipeline import run_pipeline
-from neurofm.store import open_recording
 from neurofm.schema import history, validate
-from neurofm.store import open_store
+from neurofm.store import open_recording, open_store
 
 
 def _jobs(text):
