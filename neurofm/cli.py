@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ._version import __version__
 from .errors import NeurofmError
@@ -92,90 +91,11 @@ def main(argv=None):
 # --------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------
-def _is_store(path):
-    from .store import MANIFEST_NAME, _is_url
-
-    if _is_url(path):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(path)
-        return fs.exists(f"{root.rstrip('/')}/{MANIFEST_NAME}")
-    return (Path(path) / MANIFEST_NAME).exists()
-
-
-def summarize_recording(ds):
-    """A JSON-friendly summary of one canonical recording."""
-    import numpy as np
-
-    names = [str(c) for c in ds["channel"].values]
-    types = {}
-    for t in ds["ch_type"].values:
-        types[str(t)] = types.get(str(t), 0) + 1
-    n_ev = int(ds.sizes.get("event", 0))
-    desc = {}
-    if n_ev:
-        for d in ds["event_description"].values:
-            desc[str(d)] = desc.get(str(d), 0) + 1
-    sfreq = float(ds.attrs["sfreq"])
-    return {
-        "modality": ds.attrs.get("modality"),
-        "n_channels": len(names),
-        "channels": names,
-        "ch_types": types,
-        "bad": [n for n, b in zip(names, np.asarray(ds["bad"].values)) if b],
-        "sfreq": sfreq,
-        "n_times": int(ds.sizes["time"]),
-        "duration_s": float(ds.sizes["time"] / sfreq),
-        "units": ds["signal"].attrs.get("units"),
-        "n_events": n_ev,
-        "events": desc,
-        "subject": ds.attrs.get("subject", ""),
-        "source_file": ds.attrs.get("source_file", ""),
-    }
-
-
-def _format_recording(s):
-    chans = ", ".join(s["channels"][:8]) + (" ..." if s["n_channels"] > 8 else "")
-    types = ", ".join(f"{k}: {v}" for k, v in s["ch_types"].items())
-    lines = [
-        f"modality   {s['modality']}",
-        f"channels   {s['n_channels']} ({types}): {chans}",
-        f"sfreq      {s['sfreq']:g} Hz",
-        f"duration   {s['duration_s']:.3f} s ({s['n_times']} samples)",
-        f"units      {s['units']}",
-        f"bad        {', '.join(s['bad']) or 'none'}",
-        f"events     {s['n_events']}" + (
-            " (" + ", ".join(f"{k}: {v}" for k, v in list(s["events"].items())[:10]) + ")"
-            if s["n_events"] else ""),
-    ]
-    if s.get("source_file"):
-        lines.append(f"source     {s['source_file']}")
-    return "\n".join(lines)
-
-
-def _format_store(store):
-    from .store import describe
-
-    d = describe(store)
-    m = store.manifest
-    lines = [
-        f"store      {d['path']}",
-        f"recordings {d['n_recordings']} ({', '.join(d['modalities']) or 'none'})",
-        f"subjects   {len(d['subjects'])}",
-        f"duration   {d['hours'] * 3600:.1f} s in total",
-        f"splits     {', '.join(f'{k}: {v}' for k, v in d['splits'].items()) or 'none'}",
-    ]
-    if len(m):
-        cols = ["id", "modality", "n_channels", "n_times", "sfreq", "split"]
-        lines.append("")
-        lines.append(m[cols].to_string(index=False))
-    return "\n".join(lines)
-
-
 def _cmd_info(args):
-    from .store import describe, open_store
+    from .store import describe, is_store, open_store
+    from .summary import format_recording, format_store, summarize_recording
 
-    if _is_store(args.path):
+    if is_store(args.path):
         store = open_store(args.path)
         if args.json:
             out = describe(store)
@@ -183,7 +103,7 @@ def _cmd_info(args):
                 store.manifest.notna(), None).to_dict(orient="records")
             print(json.dumps(out, indent=2, default=str))
         else:
-            print(_format_store(store))
+            print(format_store(store))
         return 0
     from .io import read
 
@@ -194,7 +114,7 @@ def _cmd_info(args):
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2,
                          default=str))
     else:
-        print("\n\n".join(_format_recording(s) for s in summaries))
+        print("\n\n".join(format_recording(s) for s in summaries))
     return 0
 
 
@@ -202,51 +122,28 @@ def _cmd_info(args):
 # convert
 # --------------------------------------------------------------------------------------------
 def _cmd_convert(args):
-    from ._logging import logger, progress
-    from .io import read
-    from .io.bids import convert_bids, is_bids_root
-    from .store import open_store
+    from .convert import convert_bids, convert_files
+    from .io.bids import is_bids_root
+    from .summary import format_store
 
     verbose = False if args.quiet else None
+    kw = {k: v for k, v in (("montage", args.montage), ("modality", args.modality))
+          if v is not None}
     if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
-        kw = {}
-        if args.montage:
-            kw["montage"] = args.montage
+        kw.pop("modality", None)  # the BIDS datatype folder decides
         store = convert_bids(args.inputs[0], args.out, atlas=args.atlas, strict=args.strict,
                              overwrite=args.overwrite, verbose=verbose, **kw)
-        print(_format_store(store))
-        failures = getattr(store, "failures", [])
-        return 1 if failures else 0
-
-    if _is_store(args.out) and not args.overwrite:
-        store = open_store(args.out)
     else:
-        from .store import write_store
-
-        store = write_store([], args.out, overwrite=args.overwrite)
-    kw = {}
-    if args.montage:
-        kw["montage"] = args.montage
-    if args.modality:
-        kw["modality"] = args.modality
-    if args.atlas:
-        kw["atlas"] = args.atlas
-    failures = []
-    for path in progress(args.inputs, verbose=verbose, desc="converting", unit="file"):
-        try:
-            result = read(path, **kw)
-            for ds in (result if isinstance(result, list) else [result]):
-                store.add(ds, chunk_seconds=args.chunk_seconds, compressor=args.compressor)
-        except NeurofmError as err:
-            if args.strict:
-                raise
-            failures.append((path, str(err)))
-            logger.warning("skipped %s: %s", path, err)
-    print(_format_store(store))
-    if failures:
-        print(f"\n{len(failures)} file(s) failed and were skipped:", file=sys.stderr)
-        for path, msg in failures:
-            print(f"  {msg}", file=sys.stderr)
+        if args.atlas:
+            kw["atlas"] = args.atlas
+        store = convert_files(args.inputs, args.out, strict=args.strict,
+                              overwrite=args.overwrite, chunk_seconds=args.chunk_seconds,
+                              compressor=args.compressor, verbose=verbose, **kw)
+    print(format_store(store))
+    if store.failures:
+        print(f"\n{len(store.failures)} file(s) failed and were skipped:", file=sys.stderr)
+        for failure in store.failures:
+            print(f"  {failure['error']}", file=sys.stderr)
         return 1
     return 0
 

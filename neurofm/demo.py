@@ -36,18 +36,18 @@ def run_demo(out="demo_out", *, window_s=2.0, n_windows=256, seed=0, verbose=Non
     store : neurofm.store.Store
     """
     from ._bundled import pyedflib_file, spkit_eeg
-    from .cli import _format_recording, _format_store, summarize_recording
     from .io import read_ephys
     from .store import write_store
+    from .summary import format_recording, format_store, summarize_recording
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recordings = [spkit_eeg(), read_ephys(pyedflib_file("test_generator.edf"))]
     recordings[1].attrs.update(subject="edfgen", task="generator")
     for ds in recordings:
-        print(_format_recording(summarize_recording(ds)), end="\n\n")
+        print(format_recording(summarize_recording(ds)), end="\n\n")
     store = write_store(recordings, out / "store", overwrite=True, verbose=verbose)
-    print(_format_store(store))
+    print(format_store(store))
     rng = np.random.default_rng(seed)
     print()
     for rec_id, row in store.manifest.set_index("id").iterrows():

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from ._logging import logger
 from ._version import __version__
-from .store import open_recording
 from .errors import NeurofmError
+from .store import open_recording
 
 __all__ = ["read_step", "preprocess_step", "qc_step", "summary_step", "manifest_step",
            "apply_chain", "run_script", "write_zarr"]

@@ -35,7 +35,7 @@ from ._logging import logger, progress, use_log_level
 from .errors import DataError, FormatError, NeurofmError
 from .schema import validate
 
-__all__ = ["Store", "open_store", "write_store", "write_recording", "open_recording",
+__all__ = ["Store", "open_store", "write_store", "is_store", "write_recording", "open_recording",
            "index_store", "MANIFEST_COLUMNS", "recording_id"]
 
 MANIFEST_NAME = "manifest.parquet"
@@ -549,6 +549,15 @@ def _compressors(compressor):
 # --------------------------------------------------------------------------------------------
 # functions
 # --------------------------------------------------------------------------------------------
+def is_store(path, *, storage_options=None):
+    """True when ``path`` (a directory or fsspec URL) holds a store manifest."""
+    path = os.fspath(path)
+    if _is_url(path):
+        fs, root = _fs(path, storage_options)
+        return fs.exists(f"{root}/{MANIFEST_NAME}")
+    return os.path.exists(os.path.join(_local_path(path), MANIFEST_NAME))
+
+
 def open_store(path, *, storage_options=None):
     """Open an existing store.
 

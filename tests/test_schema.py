@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given
 
 from neurofm.errors import DataError, NeurofmError, SchemaError
-from neurofm.schema import (CH_TYPES, MODALITIES, append_history, history, make_recording,
-                            validate)
+from neurofm.schema import (
+    CH_TYPES,
+    MODALITIES,
+    append_history,
+    history,
+    make_recording,
+    validate,
+)
 
 
 def test_make_recording_layout(small_recording):

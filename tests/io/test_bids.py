@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from neurofm._bundled import package_file
+from neurofm.convert import convert_bids
 from neurofm.errors import FormatError, NeurofmError
-from neurofm.io.bids import convert_bids, find_recordings, parse_entities, sidecar_metadata
+from neurofm.io.bids import find_recordings, parse_entities, sidecar_metadata
 from neurofm.io.ephys import read_ephys, to_mne
 from neurofm.io.fmri import read_fmri
 from neurofm.store import open_store

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_helpers import CONFIGS, example_config
 from hypothesis import given
 from hypothesis import strategies as st
+from pipeline_helpers import CONFIGS, example_config
 
 from neurofm.errors import FormatError, NeurofmError
 from neurofm.pipeline import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from neurofm.pipeline_steps import apply_chain, write_zarr
-from neurofm.store import open_recording
 from neurofm.schema import history, validate
+from neurofm.store import open_recording
 
 
 def test_chain_order_and_skipped_notch(spkit_eeg):
