@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ._version import __version__
 from .errors import NeurofmError
@@ -35,8 +36,9 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("info", help="summarise a recording file or a store")
-    p.add_argument("path", help="recording file, directory format, or store directory/URL")
+    p = sub.add_parser("info", help="summarise a recording file, a store or a BIDS dataset")
+    p.add_argument("path", help="recording file, directory format, store directory/URL, or "
+                                "BIDS root")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_info)
 
@@ -105,9 +107,25 @@ def _cmd_info(args):
         else:
             print(format_store(store))
         return 0
-    from .io import read
+    from .io import _find_reader, read
+    from .io.bids import find_recordings, is_bids_root
 
-    result = read(args.path)
+    path = Path(args.path)
+    if is_bids_root(path):
+        table = find_recordings(path, derivatives=True)
+        if args.json:
+            print(table.astype(object).where(table.notna(), None)
+                  .to_json(orient="records", indent=2, default_handler=str))
+        else:
+            cols = [c for c in ("subject", "session", "task", "run", "datatype", "derivatives")
+                    if c in table]
+            print(f"BIDS dataset {path}: {len(table)} recordings, "
+                  f"{table['subject'].nunique() if len(table) else 0} subjects\n")
+            print(table[cols].to_string(index=False) if len(table) else "(no recordings)")
+        return 0
+    # a summary needs no samples: electrophysiology files are opened without loading them
+    lazy = path.exists() and _find_reader(path).name == "ephys"
+    result = read(path, preload=False) if lazy else read(path)
     recs = result if isinstance(result, list) else [result]
     summaries = [summarize_recording(ds) for ds in recs]
     if args.json:

@@ -73,3 +73,18 @@ def test_demo(tmp_path, capsys):
     store = run_demo(tmp_path / "demo", n_windows=16)
     out = capsys.readouterr().out
     assert len(store) == 2 and "sub-phyaat_task-rest" in out and "windows/s" in out
+
+
+def test_info_bids_root(tmp_path, capsys, edf_path):
+    import shutil
+
+    for sub in ("01", "02"):
+        folder = tmp_path / "bids" / f"sub-{sub}" / "eeg"
+        folder.mkdir(parents=True)
+        shutil.copy(edf_path, folder / f"sub-{sub}_task-rest_eeg.edf")
+    assert main(["info", str(tmp_path / "bids")]) == 0
+    out = capsys.readouterr().out
+    assert "2 recordings, 2 subjects" in out and "rest" in out
+    assert main(["info", str(tmp_path / "bids"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["subject"] for r in rows] == ["01", "02"]
