@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo env env-all clean bench
+.PHONY: test lint demo env env-all clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ $(VENV)/.all-installed: $(VENV)/bin/python pyproject.toml
 env: $(VENV)/.test-installed
 env-all: $(VENV)/.all-installed
 
-test: $(VENV)/.test-installed
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check neurofm tests benchmarks pipelines/scripts
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.all-installed

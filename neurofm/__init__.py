@@ -16,8 +16,18 @@ from ._version import __version__
 from .errors import DataError, FormatError, NeurofmError, SchemaError
 
 __all__ = [
-    "__version__", "set_log_level", "NeurofmError", "SchemaError", "FormatError", "DataError",
-    "schema", "io", "store", "preprocessing", "analysis", "viz",
+    "DataError",
+    "FormatError",
+    "NeurofmError",
+    "SchemaError",
+    "__version__",
+    "analysis",
+    "io",
+    "preprocessing",
+    "schema",
+    "set_log_level",
+    "store",
+    "viz",
 ]
 
 _SUBMODULES = {"schema", "io", "store", "preprocessing", "analysis", "viz", "cli"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import FormatError
 
-__all__ = ["package_file", "spkit_eeg_path", "spkit_eeg", "pyedflib_file"]
+__all__ = ["package_file", "pyedflib_file", "spkit_eeg", "spkit_eeg_path"]
 
 #: spkit's 14-channel Emotiv EEG (PhyAAt): 128 Hz, 16 s, uV, standard 10-20 names.
 SPKIT_EEG_SFREQ = 128.0
@@ -27,7 +27,7 @@ def package_file(package, *parts):
     if spec is None or not spec.submodule_search_locations:
         raise FormatError(f"package {package!r} is not installed; it ships the bundled data "
                           f"file {'/'.join(parts)} (pip install 'neurofm[test]')")
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     if not path.exists():
         raise FormatError(f"{path}: bundled data file missing from package {package!r}")
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from .errors import NeurofmError
@@ -30,8 +31,8 @@ def check_positive(name, value, *, allow_none=False):
     """Raise unless ``value`` is a finite number > 0; return it as float."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
-            or value != value or value == float("inf"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or not value > 0:
         raise NeurofmError(f"{name} must be a finite number > 0; got {value!r}")
     return float(value)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ._version import __version__
 from .errors import NeurofmError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser():

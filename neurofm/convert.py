@@ -17,7 +17,7 @@ from .errors import FormatError, NeurofmError
 from .io.bids import find_recordings, is_bids_root
 from .store import is_store, open_store, write_store
 
-__all__ = ["convert_files", "convert_bids"]
+__all__ = ["convert_bids", "convert_files"]
 
 
 def convert_files(inputs, out, *, strict=False, overwrite=False, chunk_seconds=None,

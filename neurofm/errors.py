@@ -6,7 +6,7 @@ file or parameter concerned, what was expected and what was found.
 
 from __future__ import annotations
 
-__all__ = ["NeurofmError", "SchemaError", "FormatError", "DataError"]
+__all__ = ["DataError", "FormatError", "NeurofmError", "SchemaError"]
 
 
 class NeurofmError(Exception):

@@ -29,9 +29,20 @@ from pathlib import Path
 from ._logging import logger
 from .errors import FormatError, NeurofmError
 
-__all__ = ["run_pipeline", "load_config", "discover", "assign_splits", "config_hash",
-           "default_snakefile", "wildcards_of", "labels_of", "ENTITIES", "STEM",
-           "WILDCARD_CONSTRAINTS", "RERUN_TRIGGERS"]
+__all__ = [
+    "ENTITIES",
+    "RERUN_TRIGGERS",
+    "STEM",
+    "WILDCARD_CONSTRAINTS",
+    "assign_splits",
+    "config_hash",
+    "default_snakefile",
+    "discover",
+    "labels_of",
+    "load_config",
+    "run_pipeline",
+    "wildcards_of",
+]
 
 #: Wildcards of every per-recording rule.
 ENTITIES = ("subject", "session", "task", "run")
@@ -148,7 +159,7 @@ def _validate_schema(cfg, schema, source):
 
     try:
         validate(cfg, str(schema), set_default=False)
-    except Exception as err:  # noqa: BLE001 - WorkflowError, re-worded below
+    except Exception as err:
         raise NeurofmError(f"{source}: invalid pipeline config: {err}") from err
     _fill_defaults(cfg, spec)
 
@@ -323,7 +334,7 @@ def labels_of(wildcards):
     out = {"subject": str(wildcards["subject"])}
     for key, prefix in _PREFIX.items():
         value = str(wildcards.get(key, "") or "")
-        out[key] = value[len(prefix):] if value.startswith(prefix) else value
+        out[key] = value.removeprefix(prefix)
     return out
 
 
@@ -498,10 +509,9 @@ def run_pipeline(config, *, cores=1, dry_run=False, extra_args=(), snakefile=Non
     if isinstance(config, dict):
         import yaml
 
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="neurofm-config-",
-                                          delete=False)
-        yaml.safe_dump(config, tmp)
-        tmp.close()
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="neurofm-config-",
+                                         delete=False) as tmp:
+            yaml.safe_dump(config, tmp)
         config_path = tmp.name
     else:
         config_path = str(config)

@@ -31,8 +31,16 @@ from ._version import __version__
 from .errors import NeurofmError
 from .store import open_recording
 
-__all__ = ["read_step", "preprocess_step", "qc_step", "summary_step", "manifest_step",
-           "apply_chain", "run_script", "write_zarr"]
+__all__ = [
+    "apply_chain",
+    "manifest_step",
+    "preprocess_step",
+    "qc_step",
+    "read_step",
+    "run_script",
+    "summary_step",
+    "write_zarr",
+]
 
 #: Channel types kept by default per modality.
 DEFAULT_PICK = {"eeg": "eeg", "meg": "meg"}
@@ -201,7 +209,7 @@ def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, thr
     store = dict(store or {})
     output = Path(output)
     ds = open_recording(source)
-    block = max(1, int(round(block_seconds * ds.attrs["sfreq"])))
+    block = max(1, round(block_seconds * ds.attrs["sfreq"]))
     ds = ds.chunk({"time": min(block, ds.sizes["time"]), "channel": -1})
     token = uuid.uuid4().hex[:8]
     ckpt = output.with_name(f".ckpt-{token}-{output.name}")

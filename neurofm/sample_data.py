@@ -43,7 +43,7 @@ from ._logging import logger, use_log_level
 from ._version import __version__
 from .errors import NeurofmError
 
-__all__ = ["make_sample_data", "SAMPLE_RECIPE"]
+__all__ = ["SAMPLE_RECIPE", "make_sample_data"]
 
 #: Bump when the content of the sample tree changes; older trees are then rebuilt.
 SAMPLE_RECIPE = 1

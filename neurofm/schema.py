@@ -29,15 +29,15 @@ from ._version import __version__
 from .errors import DataError, NeurofmError, SchemaError
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "MODALITIES",
     "CH_TYPES",
     "DEFAULT_UNITS",
-    "make_recording",
-    "validate",
+    "MODALITIES",
+    "SCHEMA_VERSION",
     "append_history",
     "history",
+    "make_recording",
     "to_json_safe",
+    "validate",
 ]
 
 SCHEMA_VERSION = 1
@@ -94,9 +94,7 @@ def _is_attr_scalar(value):
         return True
     if isinstance(value, numbers.Integral):
         return True
-    if isinstance(value, numbers.Real):
-        return True
-    return False
+    return bool(isinstance(value, numbers.Real))
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +546,7 @@ def append_history(ds, step, **params):
         "step": step,
         "params": to_json_safe(params),
         "neurofm_version": __version__,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     })
     out = ds.copy(deep=False)
     out.attrs = dict(ds.attrs)

@@ -35,8 +35,17 @@ from ._logging import logger, progress, use_log_level
 from .errors import DataError, FormatError, NeurofmError
 from .schema import validate
 
-__all__ = ["Store", "open_store", "write_store", "is_store", "write_recording", "open_recording",
-           "index_store", "MANIFEST_COLUMNS", "recording_id"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "Store",
+    "index_store",
+    "is_store",
+    "open_recording",
+    "open_store",
+    "recording_id",
+    "write_recording",
+    "write_store",
+]
 
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_COLUMNS = ("id", "subject", "session", "task", "run", "modality", "n_channels",
@@ -55,8 +64,7 @@ def _is_url(path):
 
 def _local_path(path):
     path = os.fspath(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
+    path = path.removeprefix("file://")
     return path
 
 
@@ -386,8 +394,9 @@ class Store:
                 and str(getattr(codecs[0].endian, "value", codecs[0].endian)) in
                 ("little", "None") and np.dtype(arr.dtype).byteorder in ("=", "<", "|")):
             base = os.path.join(self._root, self._row(rec_id)["path"], "signal")
-            layout = dict(base=base, meta=meta, n_ch=arr.shape[0], chunk=arr.chunks[1],
-                          n_times=arr.shape[1], fill=arr.fill_value, rec_id=rec_id)
+            layout = {"base": base, "meta": meta, "n_ch": arr.shape[0],
+                      "chunk": arr.chunks[1], "n_times": arr.shape[1],
+                      "fill": arr.fill_value, "rec_id": rec_id}
         self._maps.meta[key] = layout
         return layout
 
@@ -429,7 +438,7 @@ class Store:
                     manifest = pd.read_parquet(fid)
             else:
                 manifest = pd.read_parquet(target)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise FormatError(f"{target}: unreadable store manifest: {err}") from err
         missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
         if missing:
@@ -668,7 +677,7 @@ def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None
     else:
         if not chunk_seconds > 0:
             raise NeurofmError(f"chunk_seconds must be > 0; got {chunk_seconds!r}")
-        chunk = max(1, int(round(chunk_seconds * sfreq)))
+        chunk = max(1, round(chunk_seconds * sfreq))
     chunk = min(chunk, max(1, int(ds.sizes["time"])))
     out = ds.copy(deep=False)
     out.attrs = {**ds.attrs, **(attrs or {})}
@@ -764,7 +773,7 @@ def open_recording(path, *, chunks=None, storage_options=None):
         with _quiet_zarr():
             return xr.open_zarr(path, chunks=chunks, consolidated=True,
                                 storage_options=storage_options or None)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise FormatError(f"{path}: not a readable zarr recording: {err}") from err
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .store import describe
 
-__all__ = ["summarize_recording", "format_recording", "format_store"]
+__all__ = ["format_recording", "format_store", "summarize_recording"]
 
 
 def summarize_recording(ds):

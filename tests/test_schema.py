@@ -56,19 +56,19 @@ def test_make_recording_mixed_units_and_positions():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(signal=np.zeros(5)), "2-D"),
-    (dict(channel=["a"]), "1 names but signal has 2"),
-    (dict(channel=["a", "a"]), "unique"),
-    (dict(modality="xray"), "modality"),
-    (dict(sfreq=-1), "sfreq"),
-    (dict(ch_type="banana"), "ch_type"),
-    (dict(ch_pos=np.zeros((3, 3))), "ch_pos"),
-    (dict(bad=["zz"]), "bad"),
-    (dict(events=[(1.0, 2.0)]), "events"),
-    (dict(nested={"a": 1}), "nested"),
+    ({"signal": np.zeros(5)}, "2-D"),
+    ({"channel": ["a"]}, "1 names but signal has 2"),
+    ({"channel": ["a", "a"]}, "unique"),
+    ({"modality": "xray"}, "modality"),
+    ({"sfreq": -1}, "sfreq"),
+    ({"ch_type": "banana"}, "ch_type"),
+    ({"ch_pos": np.zeros((3, 3))}, "ch_pos"),
+    ({"bad": ["zz"]}, "bad"),
+    ({"events": [(1.0, 2.0)]}, "events"),
+    ({"nested": {"a": 1}}, "nested"),
 ])
 def test_make_recording_rejects(kwargs, match):
-    base = dict(signal=np.zeros((2, 5)), channel=["a", "b"], sfreq=10.0, modality="eeg")
+    base = {"signal": np.zeros((2, 5)), "channel": ["a", "b"], "sfreq": 10.0, "modality": "eeg"}
     base.update(kwargs)
     signal = base.pop("signal")
     with pytest.raises(NeurofmError, match=match):
@@ -83,7 +83,7 @@ def _problems(ds):
 
 
 def test_rule_not_a_dataset():
-    with pytest.raises(SchemaError, match="expected an xarray.Dataset"):
+    with pytest.raises(SchemaError, match=r"expected an xarray\.Dataset"):
         validate(np.zeros(3))
 
 

@@ -66,16 +66,17 @@ class RDMStack:
 
     def with_vectors(self, vectors, **changes):
         """A copy holding other vectors (same labels unless ``labels=`` is given)."""
-        kwargs = dict(vectors=vectors, labels=self.labels, labels_given=self.labels_given,
-                      names=self.names, single=self.single, stack_dim=self.stack_dim,
-                      attrs=dict(self.attrs))
+        kwargs = {"vectors": vectors, "labels": self.labels,
+                  "labels_given": self.labels_given, "names": self.names,
+                  "single": self.single, "stack_dim": self.stack_dim,
+                  "attrs": dict(self.attrs)}
         kwargs.update(changes)
         return RDMStack(**kwargs)
 
 
 def n_cond_from_pairs(n_pairs, name="rdm"):
     """Number of conditions K such that K (K - 1) / 2 == n_pairs; raise otherwise."""
-    k = int(round((1 + np.sqrt(1 + 8 * n_pairs)) / 2))
+    k = round((1 + np.sqrt(1 + 8 * n_pairs)) / 2)
     if k * (k - 1) // 2 != n_pairs:
         raise DataError(
             f"{name}: a condensed RDM vector must have K(K-1)/2 entries for some number of "

@@ -109,8 +109,8 @@ class EvalResult:
         """Human-readable table of scores, SEMs and p-values."""
         width = max(6, max(len(m) for m in self.models) + 1)
         scheme = self.inference + (f" ({self.boot})" if self.boot else "")
-        lines = [f"RSA model evaluation: {self.method}, {scheme}, {self.test} tests, "
-                 f"{self.n_rdm} RDMs x {self.n_conditions} conditions",
+        lines = [(f"RSA model evaluation: {self.method}, {scheme}, {self.test} tests, "
+                 f"{self.n_rdm} RDMs x {self.n_conditions} conditions"),
                  f"noise ceiling: [{self.noise_ceiling[0]:.3f}, {self.noise_ceiling[1]:.3f}]",
                  f"{'model':<{width}}|  score +- SEM    | p (> 0)  | p (vs NC)"]
         lines.append("-" * len(lines[-1]))
@@ -321,7 +321,7 @@ def crossval_sample_eval(model_v, data_v, groups, cond_ids, rdm_folds, cond_fold
 def _split(values, k, rng):
     """Shuffle ``values`` and split them into k groups of near-equal size."""
     values = rng.permutation(values)
-    return [g for g in np.array_split(values, k)]
+    return list(np.array_split(values, k))
 
 
 # --------------------------------------------------------------------------------------
@@ -572,4 +572,4 @@ def _finish(names, method, inference, boot, test, ci, scores, model_var, diff_va
                       nc_variances=nc_var, n_rdm=n_rdm, n_conditions=n_cond)
 
 
-__all__ = ["evaluate", "EvalResult"]
+__all__ = ["EvalResult", "evaluate"]

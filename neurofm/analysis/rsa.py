@@ -45,18 +45,18 @@ from ._rsa_inference import EvalResult, evaluate
 from ._searchlight import searchlight_rdms
 
 __all__ = [
+    "COMPARE_METHODS",
+    "RDM_METHODS",
+    "EvalResult",
+    "compare_rdms",
     "compute_rdm",
     "compute_rdms",
-    "upper",
-    "square",
-    "prec_from_residuals",
-    "compare_rdms",
-    "noise_ceiling",
     "evaluate",
-    "EvalResult",
+    "noise_ceiling",
+    "prec_from_residuals",
     "searchlight_rdms",
-    "RDM_METHODS",
-    "COMPARE_METHODS",
+    "square",
+    "upper",
 ]
 
 RDM_METHODS = _calc.METHODS
@@ -242,7 +242,7 @@ def _parse_data(data, conditions, folds):
         else:
             obs_dim = data.dims[0]
             labels = _as_labels(conditions, "conditions")
-        ch_dim = [d for d in data.dims if d != obs_dim][0]
+        ch_dim = next(d for d in data.dims if d != obs_dim)
         x = np.asarray(data.transpose(obs_dim, ch_dim).values)
         if isinstance(folds, str):
             if folds not in data.coords or data.coords[folds].dims != (obs_dim,):

@@ -40,15 +40,15 @@ from ._rdm_utils import (
 )
 
 __all__ = [
-    "gt_transform",
+    "RGTM_FAMILIES",
+    "IdentificationBootstrap",
+    "bootstrap_identification",
     "geodesic_transform",
+    "gt_transform",
+    "identification_grid",
+    "identify",
     "rgtm_family",
     "sample_rgtm",
-    "RGTM_FAMILIES",
-    "identify",
-    "identification_grid",
-    "bootstrap_identification",
-    "IdentificationBootstrap",
 ]
 
 GT_METHODS = ("lin2024", "rsatoolbox", "sigmoid")
@@ -482,7 +482,7 @@ def identification_grid(rdms, labels, groups, step=0.05, *, nan_policy="drop", v
     if not isinstance(step, numbers.Real) or not 0 < step <= 0.5:
         raise NeurofmError(f"step must be in (0, 0.5]; got {step!r}")
     stack, labels, groups = _prepare(rdms, labels, groups)
-    n_steps = int(round(1 / step))
+    n_steps = round(1 / step)
     lowers = np.round(np.arange(n_steps) * step, 10)
     uppers = np.round(np.arange(1, n_steps + 1) * step, 10)
     uppers[-1] = min(uppers[-1], 1.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import FormatError
 
-__all__ = ["read", "register_reader", "readers", "read_ephys", "from_mne", "to_mne"]
+__all__ = ["from_mne", "read", "read_ephys", "readers", "register_reader", "to_mne"]
 
 
 @dataclass(frozen=True)
@@ -39,28 +39,28 @@ class Reader:
     sniff: str | None = None
 
     def load(self):
-        module, func = self.target.split(":")
-        return getattr(importlib.import_module(module), func)
+        return _load(self.target)
 
 
-_REGISTRY: list[Reader] = []
-
-# MNE's own list (mne.io.read_raw) of the raw formats it reads, by extension.
+# The raw formats mne.io.read_raw reads, by extension.
 _EPHYS_EXTENSIONS = (
     ".fif", ".fif.gz", ".edf", ".bdf", ".gdf", ".vhdr", ".ahdr", ".set", ".cnt", ".sqd",
     ".con", ".ds", ".mff", ".nxe", ".lay", ".eeg", ".data", ".bin", ".mef", ".cdt", ".snirf",
-    ".xdf", ".ns3", ".ns5", ".nedf", ".e", ".vmrk",
+    ".nedf", ".e",
 )
 
 _BUILTIN = [
-    Reader("ephys", "neurofm.io.ephys:read_ephys",
-           tuple(e for e in _EPHYS_EXTENSIONS if e not in (".vmrk", ".xdf", ".ns3", ".ns5")),
+    Reader("ephys", "neurofm.io.ephys:read_ephys", _EPHYS_EXTENSIONS,
            sniff="neurofm.io.ephys:_is_ephys_dir"),
     Reader("fmri", "neurofm.io.fmri:_read_fmri_dispatch", (".nii", ".nii.gz")),
     Reader("calcium", "neurofm.io.calcium:read_calcium", (".nwb", ".hdf5", ".h5"),
            sniff="neurofm.io.calcium:_is_suite2p_dir"),
     Reader("celegans", "neurofm.io.celegans:read_celegans", (".parquet",)),
 ]
+
+
+#: Lookup order of :func:`read`; :func:`register_reader` extends it.
+_REGISTRY: list[Reader] = list(_BUILTIN)
 
 
 def register_reader(name, target, extensions=(), *, sniff=None, first=False):
@@ -95,10 +95,6 @@ def register_reader(name, target, extensions=(), *, sniff=None, first=False):
 def readers():
     """Return the registered readers (in lookup order)."""
     return list(_REGISTRY)
-
-
-for _r in _BUILTIN:
-    _REGISTRY.append(_r)
 
 
 def _load(target):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FormatError
 
-__all__ = ["restricted_load", "load_npy", "ALLOWED_GLOBALS"]
+__all__ = ["ALLOWED_GLOBALS", "load_npy", "restricted_load"]
 
 #: (module, name) pairs a pickle may reference. numpy 1.x pickles name ``numpy.core``, numpy
 #: 2.x ones ``numpy._core``; both resolve to the running numpy's objects.
@@ -72,7 +72,7 @@ def _resolve(module, name):
 
         return getattr(codecs, name)
     if module in _DTYPE_CLASS_MODULES:
-        import numpy.dtypes as dtypes
+        from numpy import dtypes
 
         return getattr(dtypes, name)
     import builtins

@@ -16,8 +16,14 @@ from pathlib import Path
 
 from ..errors import FormatError, NeurofmError
 
-__all__ = ["find_recordings", "parse_entities", "sidecar_metadata", "is_bids_root",
-           "DATATYPES", "RECORDING_COLUMNS"]
+__all__ = [
+    "DATATYPES",
+    "RECORDING_COLUMNS",
+    "find_recordings",
+    "is_bids_root",
+    "parse_entities",
+    "sidecar_metadata",
+]
 
 #: Datatype folder -> (suffix, readable extensions).
 DATATYPES = {
@@ -78,9 +84,9 @@ def parse_entities(path):
         out[ENTITY_NAMES.get(key, key)] = value
     elif last:
         out["suffix"] = last
-    if "subject" not in out and not name.startswith("task-"):
-        if not any(k in out for k in ENTITY_NAMES.values()):
-            return {}
+    if "subject" not in out and not name.startswith("task-") \
+            and not any(k in out for k in ENTITY_NAMES.values()):
+        return {}
     if ext:
         out["extension"] = ext
     return out

@@ -28,7 +28,7 @@ from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
 
-__all__ = ["read_calcium", "CALCIUM_FORMATS", "CALCIUM_SIGNALS"]
+__all__ = ["CALCIUM_FORMATS", "CALCIUM_SIGNALS", "read_calcium"]
 
 CALCIUM_FORMATS = ("suite2p", "caiman", "nwb", "array")
 CALCIUM_SIGNALS = ("dff", "F", "Fc", "spks", "C")

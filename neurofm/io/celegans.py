@@ -26,8 +26,14 @@ from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
 
-__all__ = ["NEURON_LABELS", "NEURON_ALIASES", "read_celegans", "resample_celegans",
-           "canonical_label", "RESAMPLE_DT"]
+__all__ = [
+    "NEURON_ALIASES",
+    "NEURON_LABELS",
+    "RESAMPLE_DT",
+    "canonical_label",
+    "read_celegans",
+    "resample_celegans",
+]
 
 #: Time step (s) of the homogenized dataset.
 RESAMPLE_DT = 0.333

@@ -17,7 +17,7 @@ from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import MODALITIES, append_history, make_recording
 
-__all__ = ["read_ephys", "from_mne", "to_mne", "MNE_TO_CH_TYPE", "SCALE_TO_SI"]
+__all__ = ["MNE_TO_CH_TYPE", "SCALE_TO_SI", "from_mne", "read_ephys", "to_mne"]
 
 #: MNE channel type -> canonical ch_type.
 MNE_TO_CH_TYPE = {
@@ -112,9 +112,10 @@ def read_ephys(path, *, modality=None, montage=None, preload=True, start=None, s
             raw = _crop(raw, path, start, stop)
         if montage is not None:
             _apply_montage(raw, montage)
-        params = dict(path=str(path), modality=modality,
-                      montage=montage if isinstance(montage, str) or montage is None
-                      else "DigMontage", start=start, stop=stop, preload=preload)
+        montage_name = montage if isinstance(montage, str) or montage is None \
+            else "DigMontage"
+        params = {"path": str(path), "modality": modality, "montage": montage_name,
+                  "start": start, "stop": stop, "preload": preload}
         notes = _mixed_rate_note(raw)
         ds = from_mne(raw, modality=modality, lazy=not preload, source_file=str(path.resolve()),
                       source_format=fmt, _tmin=float(start or 0.0))
@@ -185,7 +186,7 @@ def _open_raw(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = mne.io.read_raw(path, preload=False, verbose="error")
-    except Exception as err:  # noqa: BLE001 - every reader failure becomes one FormatError
+    except Exception as err:
         fmt = _source_format(path)
         raise FormatError(f"{path}: could not be read as {fmt} by MNE: "
                           f"{type(err).__name__}: {err}") from err
@@ -310,12 +311,12 @@ def from_mne(raw, *, modality=None, lazy=False, source_file=None, source_format=
     events = _annotations_to_events(raw, _tmin)
     first = raw.filenames[0] if getattr(raw, "filenames", None) else None
     meas = raw.info.get("meas_date")
-    attrs = dict(
-        source_file=source_file if source_file is not None else (str(first) if first else ""),
-        source_format=source_format or "mne",
-        first_time=float(raw.first_time),
-        meas_date=meas.isoformat() if meas is not None else "",
-    )
+    attrs = {
+        "source_file": source_file if source_file is not None else (str(first) if first else ""),
+        "source_format": source_format or "mne",
+        "first_time": float(raw.first_time),
+        "meas_date": meas.isoformat() if meas is not None else "",
+    }
     if raw.info.get("line_freq"):
         attrs["line_freq"] = float(raw.info["line_freq"])
     return make_recording(
@@ -384,7 +385,7 @@ def _annotations_to_events(raw, tmin):
         onset = onset - raw.first_time
     # Python str first: numpy StringDType (MNE >= 1.13) refuses to cast to fixed-width U.
     desc = [str(d) for d in ann.description]
-    desc = [d[len("Comment/"):] if d.startswith("Comment/") else d for d in desc]
+    desc = [d.removeprefix("Comment/") for d in desc]
     return {"onset": onset + tmin, "duration": np.asarray(ann.duration, dtype=np.float64),
             "description": desc}
 

@@ -28,7 +28,7 @@ from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
 
-__all__ = ["read_fmri", "read_roi_timeseries", "COORDINATE_ATLASES"]
+__all__ = ["COORDINATE_ATLASES", "read_fmri", "read_roi_timeseries"]
 
 #: Offline coordinate atlases shipped inside nilearn (read from its package data).
 COORDINATE_ATLASES = ("power_2011", "dosenbach_2010", "seitzman_2018")
@@ -251,10 +251,7 @@ def _repetition_time(img, path, t_r):
 
 def _header_tr(img, path):
     header = img.header
-    try:
-        zooms = header.get_zooms()
-    except Exception:  # pragma: no cover - every nibabel image has zooms
-        return None
+    zooms = header.get_zooms()
     if len(zooms) < 4:
         return None
     tr = float(zooms[3])
@@ -557,8 +554,8 @@ def _nilearn_standardize(standardize):
 def _make_masker(spec, standardize, detrend, low_pass, high_pass, t_r, radius, mask_img):
     from nilearn.maskers import NiftiLabelsMasker, NiftiMapsMasker, NiftiSpheresMasker
 
-    common = dict(standardize=standardize, detrend=detrend, low_pass=low_pass,
-                  high_pass=high_pass, t_r=t_r, mask_img=mask_img)
+    common = {"standardize": standardize, "detrend": detrend, "low_pass": low_pass,
+              "high_pass": high_pass, "t_r": t_r, "mask_img": mask_img}
     if spec["kind"] == "labels":
         return NiftiLabelsMasker(spec["img"], **common)
     if spec["kind"] == "maps":

@@ -21,7 +21,18 @@ from .scaling import robust_scale, robust_scale_stats, zscore
 from .temporal import clip_frame_indices, temporal_resample, windows
 
 __all__ = [
-    "filter", "notch", "resample", "rereference", "pick", "crop", "zscore", "robust_scale",
-    "robust_scale_stats", "temporal_resample", "clip_frame_indices", "clean_confounds",
-    "windows", "dff",
+    "clean_confounds",
+    "clip_frame_indices",
+    "crop",
+    "dff",
+    "filter",
+    "notch",
+    "pick",
+    "rereference",
+    "resample",
+    "robust_scale",
+    "robust_scale_stats",
+    "temporal_resample",
+    "windows",
+    "zscore",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..errors import DataError, NeurofmError, SchemaError
+from ..errors import DataError, NeurofmError
 from ..schema import validate
 
 __all__ = []
@@ -23,10 +23,7 @@ def check_recording(ds, func):
             f"{func}: ds must be a canonical recording (xarray.Dataset); got "
             f"{type(ds).__name__}"
         )
-    try:
-        validate(ds, check_values=False, name=f"{func}: input recording")
-    except SchemaError:
-        raise
+    validate(ds, check_values=False, name=f"{func}: input recording")
     return ds
 
 
@@ -108,7 +105,7 @@ def overlap_apply(data, func, *, depth, axis, min_chunk=None, dtype=np.float32):
         data = data.rechunk({axis: tuple(sizes)})
     if len(data.chunks[axis]) == 1:
         return data.map_blocks(func, dtype=dtype)
-    depths = {i: 0 for i in range(data.ndim)}
+    depths = dict.fromkeys(range(data.ndim), 0)
     depths[axis] = depth
     return da.map_overlap(func, data, depth=depths, boundary="none", trim=True, dtype=dtype,
                           meta=np.empty((0,) * data.ndim, dtype=dtype))

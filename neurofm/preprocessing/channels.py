@@ -11,7 +11,7 @@ from ..errors import DataError, NeurofmError
 from ..schema import CH_TYPES, append_history
 from ._base import check_channels_exist, check_recording, replace_signal, sfreq_of
 
-__all__ = ["pick", "rereference", "crop"]
+__all__ = ["crop", "pick", "rereference"]
 
 #: Shorthands accepted by :func:`pick` for groups of channel types.
 CH_TYPE_GROUPS = {"meg": ("meg_mag", "meg_grad")}
@@ -211,4 +211,4 @@ def crop(ds, tmin=None, tmax=None, *, include_tmax=True):
         out = out.isel(event=np.flatnonzero(ev))
     out.attrs = dict(ds.attrs)
     return append_history(out, "crop", tmin=tmin, tmax=tmax, include_tmax=include_tmax,
-                          n_times=int(len(idx)))
+                          n_times=len(idx))

@@ -52,7 +52,7 @@ def clean_confounds(ds, *, columns=None, standardize_confounds=True, detrend=Fal
     if "time" not in conf.dims or conf.ndim != 2:
         raise DataError(f"{func}: 'confounds' must have dims (time, confound); found "
                         f"{conf.dims}")
-    other = [d for d in conf.dims if d != "time"][0]
+    other = next(d for d in conf.dims if d != "time")
     conf = conf.transpose("time", other)
     names = [str(c) for c in conf[other].values] if other in conf.coords \
         else [str(i) for i in range(conf.sizes[other])]

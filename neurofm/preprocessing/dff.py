@@ -28,7 +28,7 @@ from ..errors import DataError, NeurofmError
 from ..schema import append_history
 from ._base import check_recording, is_lazy, overlap_apply, replace_signal, sfreq_of
 
-__all__ = ["dff", "DFF_METHODS"]
+__all__ = ["DFF_METHODS", "dff"]
 
 DFF_METHODS = ("percentile", "maximin", "zscore")
 

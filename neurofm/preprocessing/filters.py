@@ -132,9 +132,10 @@ iir_params, pad
     _check_freq("l_freq", l_freq, nyq, func)
     _check_freq("h_freq", h_freq, nyq, func)
     rows = _data_rows(ds)
-    common = dict(filter_length=filter_length, l_trans_bandwidth=l_trans_bandwidth,
-                  h_trans_bandwidth=h_trans_bandwidth, method=method, iir_params=iir_params,
-                  phase=phase, fir_window=fir_window, fir_design=fir_design)
+    common = {"filter_length": filter_length, "l_trans_bandwidth": l_trans_bandwidth,
+              "h_trans_bandwidth": h_trans_bandwidth, "method": method,
+              "iir_params": iir_params, "phase": phase, "fir_window": fir_window,
+              "fir_design": fir_design}
     design = _mne_call(func, mne.filter.create_filter, None, sfreq, l_freq, h_freq,
                        verbose="error", **common)
     depth, min_chunk = _support(design, method)
@@ -280,8 +281,8 @@ def resample(ds, sfreq, *, method="fft", npad="auto", window="auto", pad="auto")
     check_option("method", method, ("fft", "polyphase"))
     old = sfreq_of(ds)
     n = ds.sizes["time"]
-    final_len = max(int(round(new / old * n)), 1)
-    kwargs = dict(method=method, npad=npad, window=window, pad=pad)
+    final_len = max(round(new / old * n), 1)
+    kwargs = {"method": method, "npad": npad, "window": window, "pad": pad}
     if math.isclose(new, old, rel_tol=1e-9):
         return append_history(ds, "resample", sfreq=new, from_sfreq=old, noop=True, **kwargs)
 
@@ -321,10 +322,10 @@ def _resample_lazy(data, axis, new, old, final_len, resample_array, method):
     up, down = ratio.numerator, ratio.denominator
     n = data.shape[axis]
     if method == "polyphase":
-        support = int(math.ceil(10 * max(up, down) / up)) + 1
+        support = math.ceil(10 * max(up, down) / up) + 1
     else:
-        support = max(1024, int(math.ceil(20 * max(up, down) / up)))
-    depth = int(math.ceil(support / down)) * down
+        support = max(1024, math.ceil(20 * max(up, down) / up))
+    depth = math.ceil(support / down) * down
     if abs(up / down - new / old) > 1e-9 * (new / old) or depth > n // 2:
         logger.warning(
             "resample: rate ratio %s/%s has no short period; resampling the time axis in one "
@@ -337,7 +338,7 @@ def _resample_lazy(data, axis, new, old, final_len, resample_array, method):
             dtype=data.dtype)
     # block boundaries on multiples of `down` input samples and at least `depth` long
     chunk = max(int(np.median(data.chunks[axis])), depth)
-    chunk = int(math.ceil(chunk / down)) * down
+    chunk = math.ceil(chunk / down) * down
     sizes = [chunk] * (n // chunk)
     rest = n - sum(sizes)
     if rest and sizes and rest < depth:

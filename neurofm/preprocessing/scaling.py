@@ -19,7 +19,7 @@ from ..errors import DataError, NeurofmError
 from ..schema import append_history
 from ._base import check_recording, is_lazy, replace_signal
 
-__all__ = ["zscore", "robust_scale", "robust_scale_stats"]
+__all__ = ["robust_scale", "robust_scale_stats", "zscore"]
 
 _STATS_METHODS = ("channel", "subject_means", "pooled")
 

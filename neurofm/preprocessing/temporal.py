@@ -11,7 +11,7 @@ from ..errors import DataError, NeurofmError
 from ..schema import append_history
 from ._base import check_recording, is_lazy, sfreq_of, time_variables, with_time_axis
 
-__all__ = ["temporal_resample", "windows", "clip_frame_indices"]
+__all__ = ["clip_frame_indices", "temporal_resample", "windows"]
 
 
 def _positive_int(name, value, func):
@@ -134,8 +134,8 @@ def windows(ds, length_s, stride_s):
     for name, value in (("length_s", length_s), ("stride_s", stride_s)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
             raise NeurofmError(f"{func}: {name} must be a number of seconds > 0; got {value!r}")
-    n_len = int(round(length_s * sfreq))
-    n_stride = int(round(stride_s * sfreq))
+    n_len = round(length_s * sfreq)
+    n_stride = round(stride_s * sfreq)
     if n_len < 1 or n_stride < 1:
         raise NeurofmError(f"{func}: length_s={length_s} and stride_s={stride_s} must each "
                            f"span at least one sample at sfreq={sfreq} Hz")

@@ -9,4 +9,4 @@ from __future__ import annotations
 from .qc import qc_report, summary_report
 from .rsa import plot_model_comparison, plot_rdm
 
-__all__ = ["plot_rdm", "plot_model_comparison", "qc_report", "summary_report"]
+__all__ = ["plot_model_comparison", "plot_rdm", "qc_report", "summary_report"]

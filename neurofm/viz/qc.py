@@ -26,8 +26,14 @@ import numpy as np
 from .._version import __version__
 from ..errors import NeurofmError
 
-__all__ = ["qc_report", "summary_report", "psd_figure", "carpet_figure",
-           "correlation_figure", "traces_figure"]
+__all__ = [
+    "carpet_figure",
+    "correlation_figure",
+    "psd_figure",
+    "qc_report",
+    "summary_report",
+    "traces_figure",
+]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -57,7 +63,7 @@ def _png(fig):
 
 def _segment(ds, max_seconds):
     """The first ``max_seconds`` of the signal as a float64 (channel, time) array."""
-    n = min(ds.sizes["time"], max(2, int(round(max_seconds * float(ds.attrs["sfreq"])))))
+    n = min(ds.sizes["time"], max(2, round(max_seconds * float(ds.attrs["sfreq"]))))
     x = ds["signal"].transpose("channel", "time").isel(time=slice(0, n)).values
     return np.asarray(x, dtype=np.float64)
 
@@ -168,7 +174,7 @@ def _history_table(ds):
 
 
 def _page(title, body):
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class='small'>neurofm {__version__}, {stamp}</p>{body}</body></html>")
@@ -207,8 +213,8 @@ def qc_report(before, after, path, *, title=None, max_seconds=300.0, n_traces=10
     d0, d1 = _describe(before), _describe(after)
     parts = ["<h2>Summary</h2>",
              _table([(k, d0[k], d1[k]) for k in d0], ("", "input", "preprocessed")),
-             "<p class='small'>config hash <code>"
-             f"{html.escape(str(after.attrs.get('config_hash', '')))}</code></p>"]
+             ("<p class='small'>config hash <code>"
+             f"{html.escape(str(after.attrs.get('config_hash', '')))}</code></p>")]
     if modality in ("eeg", "meg", "ieeg"):
         parts += ["<h2>Power spectral density</h2>",
                   _img(psd_figure(before, after, max_seconds=max_seconds), "PSD"),

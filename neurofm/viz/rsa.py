@@ -63,7 +63,7 @@ def plot_rdm(rdm, *, ax=None, cmap="viridis", rank=False, labels=True, colorbar=
         n = min(stack.n_rdm, max_panels)
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
-        fig, grid = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
+        _fig, grid = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
         axes = grid.ravel()
         for extra in axes[n:]:
             extra.set_axis_off()

@@ -12,9 +12,9 @@ from neurofm.analysis import rsa
 from neurofm.errors import DataError, NeurofmError
 
 rsatoolbox = pytest.importorskip("rsatoolbox")
-from rsatoolbox.data import Dataset  # noqa: E402
-from rsatoolbox.data.noise import prec_from_residuals as rsat_prec  # noqa: E402
-from rsatoolbox.rdm import calc_rdm  # noqa: E402
+from rsatoolbox.data import Dataset
+from rsatoolbox.data.noise import prec_from_residuals as rsat_prec
+from rsatoolbox.rdm import calc_rdm
 
 # rsatoolbox's _build_rdms casts NaN into an int array while building descriptors
 pytestmark = pytest.mark.filterwarnings(
@@ -274,16 +274,16 @@ def test_rdm_inputs_are_not_mutated():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(conditions=np.zeros(24)), DataError, "at least 2 conditions"),
-    (dict(conditions=np.arange(23)), DataError, "one label per observation"),
-    (dict(method="cityblock"), NeurofmError, "method must be one of"),
-    (dict(dtype="float16"), NeurofmError, "dtype must be one of"),
-    (dict(method="crossnobis", conditions=np.r_[np.arange(8).repeat(3)[:-1], 0]), DataError,
+    ({"conditions": np.zeros(24)}, DataError, "at least 2 conditions"),
+    ({"conditions": np.arange(23)}, DataError, "one label per observation"),
+    ({"method": "cityblock"}, NeurofmError, "method must be one of"),
+    ({"dtype": "float16"}, NeurofmError, "dtype must be one of"),
+    ({"method": "crossnobis", "conditions": np.r_[np.arange(8).repeat(3)[:-1], 0]}, DataError,
      "same number of repetitions"),
-    (dict(method="euclidean", noise=np.eye(12)), NeurofmError, "noise is only used"),
-    (dict(method="mahalanobis", noise=np.eye(5)), DataError, r"shape \(12, 12\)"),
-    (dict(method="euclidean", folds=np.zeros(24)), NeurofmError, "folds are only used"),
-    (dict(conditions="stimulus"), NeurofmError, "needs an xr.DataArray"),
+    ({"method": "euclidean", "noise": np.eye(12)}, NeurofmError, "noise is only used"),
+    ({"method": "mahalanobis", "noise": np.eye(5)}, DataError, r"shape \(12, 12\)"),
+    ({"method": "euclidean", "folds": np.zeros(24)}, NeurofmError, "folds are only used"),
+    ({"conditions": "stimulus"}, NeurofmError, "needs an xr.DataArray"),
 ])
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
     x, cond = _data(15)

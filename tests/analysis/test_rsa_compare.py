@@ -15,8 +15,8 @@ from neurofm.analysis import _rdm_compare, rsa
 from neurofm.errors import DataError, NeurofmError
 
 pytest.importorskip("rsatoolbox")
-from rsatoolbox.inference import boot_noise_ceiling  # noqa: E402
-from rsatoolbox.rdm import RDMs, compare  # noqa: E402
+from rsatoolbox.inference import boot_noise_ceiling
+from rsatoolbox.rdm import RDMs, compare
 
 TOL = 1e-10
 METHODS = ["cosine", "corr", "spearman", "rho-a", "tau-a", "kendall", "corr_cov", "cosine_cov"]

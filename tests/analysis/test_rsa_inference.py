@@ -12,7 +12,7 @@ from neurofm.analysis import rsa
 from neurofm.errors import DataError, NeurofmError
 
 pytest.importorskip("rsatoolbox")
-from rsatoolbox.inference import (  # noqa: E402
+from rsatoolbox.inference import (
     crossval,
     eval_bootstrap,
     eval_bootstrap_pattern,
@@ -20,8 +20,8 @@ from rsatoolbox.inference import (  # noqa: E402
     eval_fixed,
     sets_k_fold,
 )
-from rsatoolbox.model import ModelFixed  # noqa: E402
-from rsatoolbox.rdm import RDMs  # noqa: E402
+from rsatoolbox.model import ModelFixed
+from rsatoolbox.rdm import RDMs
 
 TOL = 1e-10
 

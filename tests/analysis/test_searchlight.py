@@ -11,7 +11,7 @@ from neurofm.errors import DataError, NeurofmError
 
 pytest.importorskip("torch")
 pytest.importorskip("rsatoolbox")
-from rsatoolbox.util.searchlight import (  # noqa: E402
+from rsatoolbox.util.searchlight import (
     get_searchlight_RDMs,
     get_volume_searchlight,
 )

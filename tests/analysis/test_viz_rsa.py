@@ -10,9 +10,9 @@ from neurofm.errors import NeurofmError
 
 mpl = pytest.importorskip("matplotlib")
 mpl.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from neurofm.viz import plot_model_comparison, plot_rdm  # noqa: E402
+from neurofm.viz import plot_model_comparison, plot_rdm
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_plot_model_comparison_draws_bars_ceiling_and_significance():
     ax = plot_model_comparison(res, sort=True)
     heights = [p.get_height() for p in ax.patches if p.get_width() < 1 and p.get_height() != 0]
     np.testing.assert_allclose(sorted(heights, reverse=True), np.sort(res.scores)[::-1])
-    assert [t.get_text() for t in ax.get_xticklabels()][0] == "true"
+    assert next(t.get_text() for t in ax.get_xticklabels()) == "true"
     band = [c for c in ax.get_children() if c.get_label() == "noise ceiling"]
     assert len(band) == 1
     ys = band[0].get_path().transformed(band[0].get_patch_transform()).vertices[:, 1] \

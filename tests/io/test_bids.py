@@ -153,7 +153,7 @@ def test_convert_bids_into_a_store(bids_root, tmp_path, caplog):
 
 
 def test_convert_bids_strict_stops_and_leaves_a_consistent_store(bids_root, tmp_path):
-    with pytest.raises(NeurofmError, match="run-2_eeg.edf"):
+    with pytest.raises(NeurofmError, match=r"run-2_eeg\.edf"):
         convert_bids(bids_root, tmp_path / "strict", datatype="eeg", strict=True)
     store = open_store(tmp_path / "strict")
     assert len(store) >= 1

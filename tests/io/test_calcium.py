@@ -131,7 +131,7 @@ def test_suite2p_through_the_registry_and_fs_override(tmp_path, traces):
 def test_suite2p_bad_inputs(tmp_path, traces):
     folder = write_suite2p(tmp_path / "a" / "plane0", traces)
     (folder / "F.npy").unlink()
-    with pytest.raises(FormatError, match="without F.npy"):
+    with pytest.raises(FormatError, match=r"without F\.npy"):
         read_calcium(folder, format="suite2p")
     folder = write_suite2p(tmp_path / "b" / "plane0", traces)
     np.save(folder / "Fneu.npy", traces["Fneu"][:, :-5])
@@ -156,7 +156,7 @@ def test_suite2p_pickle_with_foreign_globals_is_refused(tmp_path, traces, capsys
     folder = write_suite2p(tmp_path / "plane0", traces)
     np.save(folder / "ops.npy", np.array({"fs": FS, "hook": _Payload()}, dtype=object),
             allow_pickle=True)
-    with pytest.raises(FormatError, match="refusing to unpickle the global builtins.print"):
+    with pytest.raises(FormatError, match=r"refusing to unpickle the global builtins\.print"):
         read_calcium(folder)
     assert "must not run" not in capsys.readouterr().out
 
@@ -260,7 +260,7 @@ def test_caiman_bad_file(tmp_path):
 
     with h5py.File(tmp_path / "other.hdf5", "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(FormatError, match="not a CaImAn file.*estimates/C"):
+    with pytest.raises(FormatError, match=r"not a CaImAn file.*estimates/C"):
         read_calcium(tmp_path / "other.hdf5")
     (tmp_path / "junk.hdf5").write_bytes(b"junk")
     with pytest.raises(FormatError, match="not a readable HDF5"):
@@ -281,7 +281,7 @@ def write_nwb(path, traces, *, dff=None, timestamps=False, ophys=True):
     )
 
     nwb = NWBFile(session_description="generated calcium traces", identifier="neurofm-test",
-                  session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+                  session_start_time=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     if not ophys:
         with NWBHDF5IO(str(path), "w") as io_:
             io_.write(nwb)
@@ -356,7 +356,7 @@ def test_nwb_timestamps_and_computed_dff(tmp_path, traces):
 def test_nwb_without_ophys(tmp_path, traces):
     pytest.importorskip("pynwb")
     path = write_nwb(tmp_path / "empty.nwb", traces, ophys=False)
-    with pytest.raises(FormatError, match="without optical physiology.*'ophys'"):
+    with pytest.raises(FormatError, match=r"without optical physiology.*'ophys'"):
         read_calcium(path)
 
 

@@ -193,7 +193,7 @@ def test_bad_parquet_files(tmp_path, dataset):
     df.drop(columns=["slot"]).to_parquet(tmp_path / "noslot.parquet")
     with pytest.raises(FormatError, match=r"missing columns \['slot'\]"):
         read_celegans(tmp_path / "noslot.parquet")
-    with pytest.raises(FormatError, match="missing columns.*trace columns present"):
+    with pytest.raises(FormatError, match=r"missing columns.*trace columns present"):
         read_celegans(tmp_path / "noslot.parquet", signal="smooth_calcium_data")
     bad = df.copy()
     bad.loc[0, "neuron"] = "XYZ9"

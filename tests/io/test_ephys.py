@@ -45,7 +45,7 @@ def test_round_trip_through_mne_writers(written, spkit_eeg, fmt):
     path = written[fmt]
     ds = read(path, montage=None if fmt == "fif" else "standard_1020")
     validate(ds)
-    raw, expected_uv = _mne_uv(path)
+    _raw, expected_uv = _mne_uv(path)
     np.testing.assert_allclose(ds["signal"].values, expected_uv.astype(np.float32),
                                rtol=1e-6, atol=1e-6)
     # and the file holds the real EEG (EDF quantises to 16 bit over the physical range)
@@ -88,7 +88,7 @@ def test_pyedflib_edf_plus(edf_path):
 
 def test_pyedflib_bdf_mixed_rates_recorded(bdf_path):
     ds = read_ephys(bdf_path)
-    raw, expected_uv = _mne_uv(bdf_path)
+    _raw, expected_uv = _mne_uv(bdf_path)
     np.testing.assert_allclose(ds["signal"].values, expected_uv.astype(np.float32), rtol=1e-6)
     assert ds.attrs["sfreq"] == 1000.0
     steps = {s["step"]: s["params"] for s in history(ds)}

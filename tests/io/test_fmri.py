@@ -86,7 +86,7 @@ def test_nitime_bold_with_band_pass_equals_nilearn(nitime_bold):
 
     img = nib.load(nitime_bold)
     atlas = _labels_atlas(img, n_x=3, n_y=3)
-    kwargs = dict(standardize="zscore_sample", detrend=True, low_pass=0.2, high_pass=0.01)
+    kwargs = {"standardize": "zscore_sample", "detrend": True, "low_pass": 0.2, "high_pass": 0.01}
     ds = read_fmri(nitime_bold, atlas=atlas, **kwargs)
     expected = NiftiLabelsMasker(atlas, t_r=1.35, **kwargs).fit_transform(img)
     assert ds.attrs["t_r"] == pytest.approx(1.35)
@@ -136,8 +136,8 @@ def test_power_spheres_equal_nilearn_and_empty_spheres_are_reported(functional, 
     # the dropped spheres really are empty for nilearn: it lists exactly these
     with pytest.raises(ValueError, match="empty") as info:
         NiftiSpheresMasker(coords[dropped], radius=5.0, standardize=None).fit_transform(img)
-    assert len([s for s in str(info.value).split(":")[1].replace("[", " ").replace("]", " ")
-                .split()]) == len(dropped)
+    assert len(str(info.value).split(":")[1].replace("[", " ").replace("]", " ")
+               .split()) == len(dropped)
     recorded = history(ds)[-1]["params"]["empty_parcels"]
     assert recorded == [f"power_{i + 1:03d}" for i in dropped]
     assert "empty parcel" in caplog.text
@@ -292,7 +292,7 @@ def test_no_tr_anywhere(functional, tmp_path):
     path = tmp_path / "no_tr.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, header), path)
     atlas = _labels_atlas(img)
-    with pytest.raises(DataError, match="no repetition time.*t_r="):
+    with pytest.raises(DataError, match=r"no repetition time.*t_r="):
         read_fmri(path, atlas=atlas)
     assert read_fmri(path, atlas=atlas, t_r=1.5).attrs["sfreq"] == pytest.approx(1 / 1.5)
 
@@ -303,7 +303,7 @@ def test_no_tr_anywhere(functional, tmp_path):
 def test_3d_image_is_refused(functional):
     img = nib.load(functional)
     img3d = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
-    with pytest.raises(DataError, match="expected a 4D BOLD image.*3D"):
+    with pytest.raises(DataError, match=r"expected a 4D BOLD image.*3D"):
         read_fmri(img3d, atlas=_labels_atlas(img))
 
 
@@ -339,7 +339,7 @@ def test_empty_parcels_are_dropped_warned_and_recorded(functional, caplog):
 
 
 def test_too_few_volumes_for_the_filter(functional):
-    with pytest.raises(DataError, match="20 volumes are too few.*at least 34"):
+    with pytest.raises(DataError, match=r"20 volumes are too few.*at least 34"):
         read_fmri(functional, atlas=_labels_atlas(nib.load(functional)), low_pass=0.1,
                   high_pass=0.01)
 

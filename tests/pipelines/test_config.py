@@ -38,8 +38,8 @@ def test_defaults_do_not_touch_null_sections(tmp_path):
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"modality": "pet"}, r"modality: expected one of \['eeg', 'meg', 'fmri', 'calcium'\]; "
-                          r"found 'pet'"),
+    ({"modality": "pet"}, (r"modality: expected one of \['eeg', 'meg', 'fmri', 'calcium'\]; "
+                          r"found 'pet'")),
     ({"bandpas": {"l_freq": 1}}, r"unknown key .*bandpas"),
     ({"bandpass": {"l_freq": "low"}}, r"bandpass.l_freq"),
     ({"resample": {"method": "fft"}}, r"resample: missing required key .*sfreq"),
@@ -57,7 +57,7 @@ def test_bad_configs_are_explained(tmp_path, change, match):
 def test_missing_out_dir_and_fmri_atlas(tmp_path):
     with pytest.raises(NeurofmError, match="out_dir"):
         load_config({"modality": "eeg", "bids_root": str(tmp_path)})
-    with pytest.raises(NeurofmError, match="fmri.atlas"):
+    with pytest.raises(NeurofmError, match=r"fmri\.atlas"):
         load_config({"modality": "fmri", "bids_root": str(tmp_path), "out_dir": "o"})
 
 

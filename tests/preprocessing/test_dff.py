@@ -131,7 +131,7 @@ def test_bad_input():
     broken = ds.assign(signal=(("channel", "time"), sig, ds["signal"].attrs))
     with pytest.raises(DataError, match="roi0"):
         dff(broken)
-    with pytest.raises(NeurofmError, match="xarray.Dataset"):
+    with pytest.raises(NeurofmError, match=r"xarray\.Dataset"):
         dff(sig)
 
 
@@ -139,7 +139,7 @@ def test_bad_input():
 def test_lazy_input_stays_lazy_and_equals_in_memory(method):
     ds = _recording(n_cells=3, n_frames=1500)
     lazy = ds.chunk({"time": 250})
-    kwargs = dict(method=method, window_s=12.0, sigma=5.0)
+    kwargs = {"method": method, "window_s": 12.0, "sigma": 5.0}
     out = dff(lazy, **kwargs)
     assert out["signal"].chunks is not None
     np.testing.assert_allclose(out["signal"].values, dff(ds, **kwargs)["signal"].values,

@@ -77,9 +77,9 @@ def test_filter_leaves_stim_channels(eeg):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(l_freq=1.0, h_freq=64.0), "h_freq"),
-    (dict(l_freq=-1.0, h_freq=30.0), "l_freq"),
-    (dict(l_freq=None, h_freq=None), "both None"),
+    ({"l_freq": 1.0, "h_freq": 64.0}, "h_freq"),
+    ({"l_freq": -1.0, "h_freq": 30.0}, "l_freq"),
+    ({"l_freq": None, "h_freq": None}, "both None"),
 ])
 def test_filter_bad_frequencies(eeg, kwargs, match):
     with pytest.raises(NeurofmError, match=match):
