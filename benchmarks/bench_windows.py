@@ -27,24 +27,16 @@ import numpy as np
 
 def _make_edf(path, n_channels, sfreq, hours, seed=0):
     import mne
+    from scipy.signal import lfilter
 
     rng = np.random.default_rng(seed)
     n_times = int(hours * 3600 * sfreq)
-    white = rng.standard_normal((n_channels, n_times)).astype(np.float32)
-    # cheap 1/f-ish colouring: leaky integration, then scale to ~20 uV
-    data = np.empty_like(white)
-    acc = np.zeros(n_channels, dtype=np.float32)
-    block = 1 << 16
-    for s in range(0, n_times, block):
-        w = white[:, s:s + block]
-        out = np.empty_like(w)
-        for k in range(w.shape[1]):
-            acc = 0.98 * acc + w[:, k]
-            out[:, k] = acc
-        data[:, s:s + block] = out
+    white = rng.standard_normal((n_channels, n_times))
+    # 1/f-ish colouring by leaky integration (y[t] = 0.98 y[t-1] + x[t]), then ~20 uV
+    data = lfilter([1.0], [1.0, -0.98], white, axis=1)
     data *= 20e-6 / data.std()
     info = mne.create_info([f"EEG{i:03d}" for i in range(n_channels)], sfreq, "eeg")
-    raw = mne.io.RawArray(data.astype(np.float64), info, verbose="error")
+    raw = mne.io.RawArray(data, info, verbose="error")
     mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose="error")
 
 

@@ -93,41 +93,60 @@ def main(argv=None):
 # --------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------
+def _records(df):
+    """DataFrame rows as JSON-ready dicts (missing values -> None)."""
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
+
+
 def _cmd_info(args):
-    from .store import describe, is_store, open_store
-    from .summary import format_recording, format_store, summarize_recording
+    from .io.bids import is_bids_root
+    from .store import is_store
 
     if is_store(args.path):
-        store = open_store(args.path)
-        if args.json:
-            out = describe(store)
-            out["recordings"] = store.manifest.astype(object).where(
-                store.manifest.notna(), None).to_dict(orient="records")
-            print(json.dumps(out, indent=2, default=str))
-        else:
-            print(format_store(store))
+        return _info_store(args)
+    if is_bids_root(args.path):
+        return _info_bids(args)
+    return _info_recording(args)
+
+
+def _info_store(args):
+    from .store import describe, open_store
+    from .summary import format_store
+
+    store = open_store(args.path)
+    if args.json:
+        print(json.dumps({**describe(store), "recordings": _records(store.manifest)},
+                         indent=2, default=str))
+    else:
+        print(format_store(store))
+    return 0
+
+
+def _info_bids(args):
+    from .io.bids import find_recordings
+
+    table = find_recordings(args.path, derivatives=True)
+    if args.json:
+        print(json.dumps(_records(table), indent=2, default=str))
         return 0
-    from .io import _find_reader, read
-    from .io.bids import find_recordings, is_bids_root
+    cols = [c for c in ("subject", "session", "task", "run", "datatype", "derivatives")
+            if c in table]
+    n_subjects = table["subject"].nunique() if len(table) else 0
+    print(f"BIDS dataset {args.path}: {len(table)} recordings, {n_subjects} subjects\n")
+    print(table[cols].to_string(index=False) if len(table) else "(no recordings)")
+    return 0
+
+
+def _info_recording(args):
+    from .io import find_reader, read
+    from .summary import format_recording, summarize_recording
 
     path = Path(args.path)
-    if is_bids_root(path):
-        table = find_recordings(path, derivatives=True)
-        if args.json:
-            print(table.astype(object).where(table.notna(), None)
-                  .to_json(orient="records", indent=2, default_handler=str))
-        else:
-            cols = [c for c in ("subject", "session", "task", "run", "datatype", "derivatives")
-                    if c in table]
-            print(f"BIDS dataset {path}: {len(table)} recordings, "
-                  f"{table['subject'].nunique() if len(table) else 0} subjects\n")
-            print(table[cols].to_string(index=False) if len(table) else "(no recordings)")
-        return 0
     # a summary needs no samples: electrophysiology files are opened without loading them
-    lazy = path.exists() and _find_reader(path).name == "ephys"
+    lazy = path.exists() and find_reader(path).name == "ephys"
     result = read(path, preload=False) if lazy else read(path)
-    recs = result if isinstance(result, list) else [result]
-    summaries = [summarize_recording(ds) for ds in recs]
+    summaries = [summarize_recording(ds)
+                 for ds in (result if isinstance(result, list) else [result])]
     if args.json:
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2,
                          default=str))
@@ -150,7 +169,8 @@ def _cmd_convert(args):
     if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
         kw.pop("modality", None)  # the BIDS datatype folder decides
         store = convert_bids(args.inputs[0], args.out, atlas=args.atlas, strict=args.strict,
-                             overwrite=args.overwrite, verbose=verbose, **kw)
+                             overwrite=args.overwrite, chunk_seconds=args.chunk_seconds,
+                             compressor=args.compressor, verbose=verbose, **kw)
     else:
         if args.atlas:
             kw["atlas"] = args.atlas

@@ -9,13 +9,12 @@ whatever happens.
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 
 from ._logging import logger, progress, use_log_level
 from .errors import FormatError, NeurofmError
 from .io.bids import find_recordings, is_bids_root
-from .store import is_store, open_store, write_store
+from .store import entity_id, is_store, open_store, write_store
 
 __all__ = ["convert_bids", "convert_files"]
 
@@ -69,7 +68,7 @@ def convert_files(inputs, out, *, strict=False, overwrite=False, chunk_seconds=N
 
 
 def convert_bids(root, out, *, datatype=None, atlas=None, strict=False, overwrite=False,
-                 verbose=None, **read_kwargs):
+                 chunk_seconds=None, compressor=None, verbose=None, **read_kwargs):
     """Convert every recording of a BIDS dataset into a training store.
 
     EEG/MEG/iEEG files go through :func:`neurofm.io.read`; BOLD runs through
@@ -95,6 +94,8 @@ def convert_bids(root, out, *, datatype=None, atlas=None, strict=False, overwrit
         Stop at the first failing file (re-raising its error) instead of skipping it.
     overwrite : bool
         Replace an existing store at ``out`` instead of resuming it.
+    chunk_seconds, compressor
+        Store layout (see :meth:`neurofm.store.Store.add`).
     verbose : bool | str | None
         Log level and progress bar.
     **read_kwargs
@@ -134,14 +135,16 @@ def convert_bids(root, out, *, datatype=None, atlas=None, strict=False, overwrit
             logger.warning("%s: %d BOLD run(s) skipped: pass atlas= to convert fMRI (e.g. "
                            "atlas='power_2011')", root, len(skipped))
         for rec in progress(todo, verbose=verbose, desc="converting BIDS", unit="file"):
-            rec_id = _recording_id(rec)
+            rec_id = entity_id(rec, keys=("subject", "session", "task", "acquisition", "run",
+                                          "space"), suffix=rec["datatype"])
             if rec_id in store:
                 logger.info("%s: already in the store as %s", rec["path"], rec_id)
                 continue
             try:
                 ds = _read_one(rec, atlas, read_kwargs)
                 ds = _with_entities(ds, rec)
-                store.add(ds, id=rec_id)
+                store.add(ds, id=rec_id, chunk_seconds=chunk_seconds,
+                          compressor=compressor)
             except Exception as err:  # any reader error: report, skip, go on
                 if strict:
                     raise
@@ -172,17 +175,6 @@ def _conversion_plan(df):
     return plan
 
 
-def _recording_id(rec):
-    parts = []
-    for col, short in (("subject", "sub"), ("session", "ses"), ("task", "task"),
-                       ("acquisition", "acq"), ("run", "run"), ("space", "space")):
-        if rec.get(col):
-            parts.append(f"{short}-{rec[col]}")
-    parts.append(rec["datatype"])
-    rec_id = "_".join(parts)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", rec_id)
-
-
 def _accepted(func, kwargs):
     params = inspect.signature(func).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -199,9 +191,9 @@ def _read_one(rec, atlas, read_kwargs):
         if rec["confounds"] and "confounds" not in kwargs:
             kwargs["confounds"] = "fmriprep"
         return read_fmri(path, atlas=atlas, **kwargs)
-    from .io import _find_reader
+    from .io import find_reader
 
-    reader = _find_reader(Path(path)).load()
+    reader = find_reader(Path(path)).load()
     kwargs = _accepted(reader, read_kwargs)
     if "modality" in inspect.signature(reader).parameters and "modality" not in kwargs:
         kwargs["modality"] = rec["datatype"]

@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from ._checks import check_positive, validate_type
+from ._checks import check_option, check_positive, validate_type
 from ._version import __version__
 from .errors import DataError, NeurofmError, SchemaError
 
@@ -90,11 +90,7 @@ def to_json_safe(value):
 
 
 def _is_attr_scalar(value):
-    if isinstance(value, (str, bool)) or value is None:
-        return True
-    if isinstance(value, numbers.Integral):
-        return True
-    return bool(isinstance(value, numbers.Real))
+    return value is None or isinstance(value, (str, bool, numbers.Real))
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,8 +149,6 @@ def make_recording(
     ds : xarray.Dataset
         The canonical recording; see :mod:`neurofm.schema`.
     """
-    from ._checks import check_option
-
     check_option("modality", modality, MODALITIES)
     sfreq = check_positive("sfreq", sfreq)
     if hasattr(signal, "dask"):  # dask array: stay lazy

@@ -38,6 +38,7 @@ from .schema import validate
 __all__ = [
     "MANIFEST_COLUMNS",
     "Store",
+    "entity_id",
     "index_store",
     "is_store",
     "open_recording",
@@ -93,6 +94,39 @@ def _quiet_zarr():
         yield
 
 
+#: BIDS entities that name a recording, in file-name order: (attribute / column, key).
+ENTITY_KEYS = (("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
+               ("run", "run"), ("space", "space"))
+
+
+def _safe_id(name, default="recording"):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or default
+
+
+def entity_id(entities, *, keys=("subject", "session", "task", "run"), suffix=None):
+    """``sub-01_ses-1_task-rest_run-1`` from a mapping of BIDS entities (empty ones skipped).
+
+    Parameters
+    ----------
+    entities : mapping
+        Entity values by name (``ds.attrs``, a :func:`~neurofm.io.bids.find_recordings` row).
+    keys : sequence of str
+        Which entities of :data:`ENTITY_KEYS` to use, always in BIDS order.
+    suffix : str, optional
+        Appended last (e.g. the datatype).
+
+    Returns
+    -------
+    id : str
+        File-safe (letters, digits, '.', '_', '-'); "" when no entity is set.
+    """
+    parts = [f"{short}-{entities[key]}" for key, short in ENTITY_KEYS
+             if key in keys and entities.get(key)]
+    if suffix:
+        parts.append(suffix)
+    return _safe_id("_".join(parts), default="")
+
+
 def recording_id(ds, default="recording"):
     """A file-safe id from the BIDS entities of ``ds.attrs`` (or its source file name).
 
@@ -108,15 +142,10 @@ def recording_id(ds, default="recording"):
     id : str
         e.g. ``"sub-01_ses-1_task-rest_run-1"``.
     """
-    parts = []
-    for key, short in (("subject", "sub"), ("session", "ses"), ("task", "task"),
-                       ("run", "run")):
-        value = str(ds.attrs.get(key, "") or "")
-        if value:
-            parts.append(f"{short}-{value}")
-    if parts:
-        name = "_".join(parts)
-    elif ds.attrs.get("source_file"):
+    name = entity_id(ds.attrs)
+    if name:
+        return name
+    if ds.attrs.get("source_file"):
         name = Path(str(ds.attrs["source_file"])).name
         for suffix in (".gz", ".nii", ".fif", ".edf", ".bdf", ".vhdr", ".set", ".npy",
                        ".h5", ".nwb", ".parquet", ".csv", ".tsv"):
@@ -124,8 +153,7 @@ def recording_id(ds, default="recording"):
                 name = name[: -len(suffix)]
     else:
         name = default
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or default
-    return name
+    return _safe_id(name, default)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +173,7 @@ class Store:
     """
 
     def __init__(self, path, *, storage_options=None, _create=False):
-        self.path = os.fspath(path) if not isinstance(path, str) else path
+        self.path = os.fspath(path)
         self.storage_options = dict(storage_options or {})
         self._remote = _is_url(self.path)
         if self._remote:
@@ -155,9 +183,11 @@ class Store:
         if _create:
             self._makedirs(self._root)
         self._manifest = self._read_manifest(missing_ok=_create)
-        self._arrays = {}
-        self._maps = _ChunkMaps()
-        self._pid = os.getpid()
+        self._reset_readers()
+
+    def _reset_readers(self):
+        """Forget opened arrays and memory maps (after fork, or when the store changed)."""
+        self._arrays, self._maps, self._pid = {}, _ChunkMaps(), os.getpid()
 
     # ---------------------------------------------------------------- public API
     @property
@@ -222,7 +252,7 @@ class Store:
             A fresh array (safe to modify). Only the chunks overlapping the window are read.
         """
         if os.getpid() != self._pid:  # forked DataLoader worker: reopen lazily
-            self._arrays, self._maps, self._pid = {}, _ChunkMaps(), os.getpid()
+            self._reset_readers()
         arr = self._array(rec_id)
         n_times = arr.shape[1]
         start, stop = int(start), int(stop)
@@ -268,9 +298,8 @@ class Store:
         if id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(id)):
             raise NeurofmError(f"id must contain only letters, digits, '.', '_' and '-'; got "
                                f"{id!r}")
-        if id is not None and id in self and not overwrite:
-            raise NeurofmError(f"{self.path}: recording {id!r} already exists; pass "
-                               "overwrite=True to replace it")
+        if id is not None:
+            self._check_free(id, overwrite)  # fail before the slow write, checked again below
         base = id if id is not None else recording_id(ds)
         # the data are written outside the lock (slow); the id, the rename and the manifest
         # update happen under it, against the manifest as it is on disk now, so that several
@@ -287,9 +316,7 @@ class Store:
                     rec_id = self._unique_id(base)
                 else:
                     rec_id = id
-                    if rec_id in self and not overwrite:
-                        raise NeurofmError(f"{self.path}: recording {rec_id!r} already "
-                                           "exists; pass overwrite=True to replace it")
+                    self._check_free(rec_id, overwrite)
                 rel = f"{rec_id}.zarr"
                 staged.commit(rel)
                 row = _manifest_row(rec_id, ds, split, rel)
@@ -326,7 +353,7 @@ class Store:
     def refresh(self):
         """Re-read the manifest (after another process added recordings)."""
         self._manifest = self._read_manifest(missing_ok=False)
-        self._arrays, self._maps = {}, _ChunkMaps()
+        self._reset_readers()
         return self
 
     # ---------------------------------------------------------------- internals
@@ -358,6 +385,11 @@ class Store:
             finally:
                 fcntl.flock(fid.fileno(), fcntl.LOCK_UN)
 
+    def _check_free(self, rec_id, overwrite):
+        if rec_id in self and not overwrite:
+            raise NeurofmError(f"{self.path}: recording {rec_id!r} already exists; pass "
+                               "overwrite=True to replace it")
+
     def _unique_id(self, base):
         taken = set(self._manifest["id"])
         if base not in taken:
@@ -382,10 +414,8 @@ class Store:
 
     def _direct_layout(self, rec_id, arr):
         """Chunk-file layout for memory-mapped reads, or None when zarr must decode."""
-        key = ("layout", rec_id)
-        cached = self._maps.meta.get(key, False)
-        if cached is not False:
-            return cached
+        if rec_id in self._maps.layouts:
+            return self._maps.layouts[rec_id]
         layout = None
         meta = arr.metadata
         codecs = getattr(meta, "codecs", ())
@@ -397,7 +427,7 @@ class Store:
             layout = {"base": base, "meta": meta, "n_ch": arr.shape[0],
                       "chunk": arr.chunks[1], "n_times": arr.shape[1],
                       "fill": arr.fill_value, "rec_id": rec_id}
-        self._maps.meta[key] = layout
+        self._maps.layouts[rec_id] = layout
         return layout
 
     def _read_direct(self, layout, start, stop):
@@ -426,8 +456,7 @@ class Store:
 
     def _read_manifest(self, *, missing_ok):
         target = self._join(MANIFEST_NAME)
-        exists = self._fs.exists(target) if self._remote else os.path.exists(target)
-        if not exists:
+        if not self._manifest_exists():
             if missing_ok:
                 return _empty_manifest()
             raise FormatError(f"{self.path}: not a neurofm store (no {MANIFEST_NAME}); "
@@ -450,15 +479,6 @@ class Store:
     def _manifest_exists(self):
         target = self._join(MANIFEST_NAME)
         return self._fs.exists(target) if self._remote else os.path.exists(target)
-
-    def _clear(self):
-        if self._remote:
-            if self._fs.exists(self._root):
-                self._fs.rm(self._root, recursive=True)
-            return
-        import shutil
-
-        shutil.rmtree(self._root, ignore_errors=True)
 
     def _write_manifest(self, manifest):
         manifest = manifest.reset_index(drop=True)
@@ -487,13 +507,13 @@ class _ChunkMaps:
     def __init__(self, capacity=256):
         self.capacity = capacity
         self.maps = OrderedDict()
-        self.meta = {}
+        self.layouts = {}  # rec_id -> chunk-file layout, or None when zarr must decode
 
     def forget(self, rec_id):
         """Drop the maps and layout of one recording (after it was replaced)."""
         for key in [k for k in self.maps if k[0] == rec_id]:
             del self.maps[key]
-        self.meta.pop(("layout", rec_id), None)
+        self.layouts.pop(rec_id, None)
 
     def get(self, layout, c):
         key = (layout["rec_id"], c)
@@ -531,6 +551,18 @@ def _manifest_row(rec_id, ds, split, rel):
         "split": split if split is None else str(split),
         "path": rel,
     }
+
+
+def _remove_tree(path, storage_options):
+    path = os.fspath(path)
+    if _is_url(path):
+        fs, root = _fs(path, storage_options)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        return
+    import shutil
+
+    shutil.rmtree(_local_path(path), ignore_errors=True)
 
 
 def _empty_manifest():
@@ -613,32 +645,30 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
     -------
     store : Store
     """
+    if isinstance(recordings, (xr.Dataset, str, os.PathLike)):
+        recordings = [recordings]
+    recordings = list(recordings)
+    splits = list(splits) if splits is not None else [None] * len(recordings)
+    if len(splits) != len(recordings):  # checked before anything on disk is touched
+        raise NeurofmError(f"splits has {len(splits)} entries for {len(recordings)} "
+                           "recordings")
     with use_log_level(verbose):
-        probe = Store(path, storage_options=storage_options, _create=True)
-        if len(probe) or probe._manifest_exists():
+        if is_store(path, storage_options=storage_options):
             if not overwrite:
                 raise NeurofmError(f"{path}: a store already exists; pass overwrite=True to "
                                    "replace it (or open_store(path).add(ds) to append)")
-            probe._clear()
-            probe = Store(path, storage_options=storage_options, _create=True)
-        if isinstance(recordings, (xr.Dataset, str, os.PathLike)):
-            recordings = [recordings]
-        recordings = list(recordings)
-        splits = list(splits) if splits is not None else [None] * len(recordings)
-        if len(splits) != len(recordings):
-            raise NeurofmError(f"splits has {len(splits)} entries for {len(recordings)} "
-                               "recordings")
-        probe._write_manifest(probe._manifest)
+            _remove_tree(path, storage_options)
+        store = Store(path, storage_options=storage_options, _create=True)
+        store._write_manifest(store._manifest)  # an empty store is a store
         for item, split in zip(progress(recordings, verbose=verbose, desc="writing store",
                                         unit="rec"), splits):
             if not isinstance(item, xr.Dataset):
                 from .io import read
 
                 item = read(item)
-            items = item if isinstance(item, list) else [item]
-            for ds in items:
-                probe.add(ds, split=split, chunk_seconds=chunk_seconds, compressor=compressor)
-        return probe
+            for ds in item if isinstance(item, list) else [item]:
+                store.add(ds, split=split, chunk_seconds=chunk_seconds, compressor=compressor)
+        return store
 
 
 def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None,
@@ -817,7 +847,7 @@ def index_store(path, *, ids=None, splits=None, storage_options=None):
         _empty_manifest()
     with store._lock():
         store._write_manifest(manifest)
-    store._arrays, store._maps = {}, _ChunkMaps()
+    store._reset_readers()
     return store
 
 

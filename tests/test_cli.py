@@ -88,3 +88,20 @@ def test_info_bids_root(tmp_path, capsys, edf_path):
     assert main(["info", str(tmp_path / "bids"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["subject"] for r in rows] == ["01", "02"]
+
+
+def test_convert_bids_honours_store_layout_flags(tmp_path, edf_path):
+    import shutil
+
+    import zarr
+
+    folder = tmp_path / "bids" / "sub-01" / "eeg"
+    folder.mkdir(parents=True)
+    shutil.copy(edf_path, folder / "sub-01_task-rest_eeg.edf")
+    out = tmp_path / "store"
+    assert main(["convert", str(tmp_path / "bids"), "--out", str(out), "--quiet",
+                 "--chunk-seconds", "2", "--compressor", "zstd"]) == 0
+    rid = open_store(out).ids[0]
+    arr = zarr.open_group(str(out / f"{rid}.zarr"), mode="r")["signal"]
+    assert arr.chunks == (11, 400)  # 2 s at 200 Hz
+    assert type(arr.metadata.codecs[-1]).__name__ == "ZstdCodec"

@@ -308,3 +308,14 @@ def test_concurrent_writers_processes(tmp_path):
         sorted(f"{i}.zarr" for i in store.ids)
     for rid in store.ids:  # every listed recording is complete and readable
         assert store.read_window(rid, 0, 2000).shape == (16, 2000)
+
+
+def test_overwrite_replaces_a_corrupt_store_and_bad_args_touch_nothing(tmp_path):
+    path = tmp_path / "s"
+    write_store([_rec("01")], path)
+    with pytest.raises(NeurofmError, match="splits has 2 entries"):
+        write_store([_rec("02")], path, overwrite=True, splits=["a", "b"])
+    assert open_store(path).ids == ["sub-01_ses-1_task-rest_run-1"]  # nothing was lost
+    (path / "manifest.parquet").write_bytes(b"garbage")
+    store = write_store([_rec("02")], path, overwrite=True)
+    assert store.ids == ["sub-02_ses-1_task-rest_run-1"]

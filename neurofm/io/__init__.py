@@ -14,7 +14,9 @@ from pathlib import Path
 
 from ..errors import FormatError
 
-__all__ = ["from_mne", "read", "read_ephys", "readers", "register_reader", "to_mne"]
+__all__ = [
+    "find_reader", "from_mne", "read", "read_ephys", "readers", "register_reader", "to_mne",
+]
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def _load(target):
     return getattr(importlib.import_module(module), func)
 
 
-def _find_reader(path):
+def find_reader(path):
+    """The registered :class:`Reader` for ``path`` (by content for directories, else by the
+    longest matching extension); :class:`FormatError` when none fits."""
     p = Path(path)
     name = p.name.lower()
     if p.is_dir():
@@ -143,7 +147,7 @@ def read(path, **kwargs):
     p = Path(path)
     if not p.exists():
         raise FormatError(f"{path}: file not found")
-    reader = _find_reader(p)
+    reader = find_reader(p)
     return reader.load()(p, **kwargs)
 
 

@@ -326,19 +326,17 @@ def from_mne(raw, *, modality=None, lazy=False, source_file=None, source_format=
     )
 
 
-def _lazy_data(raw, scale, chunk=None):
+def _lazy_data(raw, scale):
     try:
         import dask
         import dask.array as da
     except ImportError as err:  # pragma: no cover - dask is in the test and all extras
         raise ImportError("preload=False needs dask: pip install 'neurofm[all]'") from err
     n_ch, n_t = len(raw.ch_names), raw.n_times
-    chunk = chunk or max(1, int(10 * raw.info["sfreq"]))
-    scale32 = scale.astype(np.float64)
+    chunk = max(1, int(10 * raw.info["sfreq"]))  # 10-s blocks
 
     def block(start, stop):
-        out = raw.get_data(start=start, stop=stop)
-        return (out * scale32[:, None]).astype(np.float32)
+        return (raw.get_data(start=start, stop=stop) * scale[:, None]).astype(np.float32)
 
     blocks = []
     for s in range(0, n_t, chunk):
