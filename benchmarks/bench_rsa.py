@@ -28,6 +28,8 @@ difference between the two results.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -138,9 +140,6 @@ def bench_bootstrap(args):
     np.random.seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import contextlib
-        import io
-
         with contextlib.redirect_stderr(io.StringIO()):  # rsatoolbox's tqdm bar
             t_rt, ref = _best(lambda: eval_bootstrap(rt_models, RDMs(data), method="corr",
                                                      N=args.n_boot), 1)
@@ -197,9 +196,6 @@ def _searchlight_worker(args):
     _reset_peak()
     t0 = time.perf_counter()
     if args.worker == "rsatoolbox":
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             centers, neigh = get_volume_searchlight(mask, radius=args.radius + 1e-6,
                                                     threshold=0, truncate_at_boundary=True)

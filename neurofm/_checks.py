@@ -37,6 +37,20 @@ def check_positive(name, value, *, allow_none=False):
     return float(value)
 
 
+def check_positive_int(name, value):
+    """Raise unless ``value`` is an integer >= 1 (not a bool); return it as int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise NeurofmError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def check_unit_interval(name, value, what="a number"):
+    """Raise unless ``value`` is a real number in [0, 1] (not a bool); return it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise NeurofmError(f"{name} must be {what} in [0, 1]; got {value!r}")
+    return value
+
+
 def _type_names(types):
     if isinstance(types, tuple):
         return " or ".join(t.__name__ for t in types)

@@ -18,16 +18,26 @@ METHODS = ("euclidean", "correlation", "mahalanobis", "crossnobis", "poisson", "
 CV_METHODS = ("crossnobis", "poisson_cv")
 #: Methods whose distances do not change when one vector is subtracted from every pattern;
 #: for these the channel means are removed first, which protects against cancellation.
-_TRANSLATION_INVARIANT = ("euclidean", "mahalanobis", "crossnobis")
+TRANSLATION_INVARIANT = ("euclidean", "mahalanobis", "crossnobis")
 
 
 # --------------------------------------------------------------------------------------
 # backends
 
 
-class _NumpyBackend:
-    torch = False
+def group_sums(x, index, n_groups, dtype=None):
+    """Sum the rows of x (N, P) by group index (N,) -> (n_groups, P).
 
+    One sparse indicator product (fast for many rows); ``dtype`` is the indicator's dtype
+    (default x's), so float64 sums of float32 data need no float64 copy of the data.
+    """
+    n = x.shape[0]
+    ind = sp.csr_matrix((np.ones(n, dtype=dtype or x.dtype), (index, np.arange(n))),
+                        shape=(n_groups, n))
+    return np.asarray(ind @ x)
+
+
+class _NumpyBackend:
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
 
@@ -44,19 +54,13 @@ class _NumpyBackend:
         return np.sqrt(x)
 
     def group_sums(self, x, index, n_groups):
-        """Sum the rows of x (N, P) by group index (N,) -> (n_groups, P)."""
-        n = x.shape[0]
-        ind = sp.csr_matrix((np.ones(n, dtype=x.dtype), (index, np.arange(n))),
-                            shape=(n_groups, n))
-        return np.asarray(ind @ x)
+        return group_sums(x, index, n_groups)
 
     def inv(self, x):
         return np.linalg.inv(x)
 
 
 class _TorchBackend:
-    torch = True
-
     def __init__(self, dtype, device):
         import torch
 
@@ -86,9 +90,8 @@ class _TorchBackend:
 
 
 def make_backend(dtype, device):
-    """numpy backend for device=None, torch otherwise (imported lazily)."""
-    check_option("dtype", np.dtype(dtype).name if _is_dtype(dtype) else dtype,
-                 ("float64", "float32"))
+    """numpy backend for device=None, torch otherwise (imported lazily); dtype is checked
+    by the caller ("float64" or "float32")."""
     if device is None:
         return _NumpyBackend(dtype)
     try:
@@ -96,14 +99,6 @@ def make_backend(dtype, device):
     except (RuntimeError, TypeError) as err:
         raise NeurofmError(f"device must be None or a torch device such as 'cpu' or 'cuda'; "
                            f"got {device!r} ({err})") from None
-
-
-def _is_dtype(x):
-    try:
-        np.dtype(x)
-    except TypeError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------
@@ -166,7 +161,7 @@ def rdm_crossvalidated(method, fold_sums, fold_counts, be, *, noise=None, remove
                 total = rdm if total is None else total + rdm
                 n_pairs += 1
         return total / n_pairs
-    if method == "crossnobis" and n_folds == 2 and two_balanced:
+    if method == "crossnobis" and two_balanced:
         # with two folds and equal counts, fold 0's training means are fold 1's test means
         # and vice versa: the two fold kernels are K and K.T, so one product suffices
         b0 = _fold_mean(fold_sums[0], fold_counts[0])
@@ -229,12 +224,38 @@ def default_folds(codes, n_cond):
             f"of repetitions for every condition; got between {counts.min()} and "
             f"{counts.max()} - pass folds= explicitly"
         )
-    folds = np.zeros(len(codes), dtype=np.int64)
-    seen = np.zeros(n_cond, dtype=np.int64)
-    for i, c in enumerate(codes):
-        folds[i] = seen[c]
-        seen[c] += 1
+    # position of each observation among its condition's observations, in input order
+    order = np.argsort(codes, kind="stable")
+    starts = np.cumsum(counts) - counts
+    folds = np.empty(len(codes), dtype=np.int64)
+    folds[order] = np.arange(len(codes)) - np.repeat(starts, counts)
     return folds
+
+
+def fold_condition_counts(codes, folds, cond_values, method):
+    """Fold code of each observation and the observation counts (n_folds, n_cond).
+
+    ``folds`` None means the default folds (:func:`default_folds`). Raises unless there
+    are at least 2 folds and every condition occurs in every fold.
+    """
+    n_cond = len(cond_values)
+    if folds is None:
+        fold_codes = default_folds(codes, n_cond)
+    else:
+        _, fold_codes = encode_labels(folds, "folds")
+    n_folds = int(fold_codes.max()) + 1
+    if n_folds < 2:
+        raise DataError(f"folds: {method} needs at least 2 folds; got {n_folds}")
+    counts = np.bincount(fold_codes * n_cond + codes, minlength=n_folds * n_cond)
+    counts = counts.reshape(n_folds, n_cond)
+    if (counts == 0).any():
+        f, c = np.argwhere(counts == 0)[0]
+        raise DataError(
+            f"folds: every condition must occur in every fold for {method}; condition "
+            f"{cond_values[c].item()!r} is missing from fold {f} ({int((counts == 0).sum())} "
+            f"missing condition-fold combinations)"
+        )
+    return fold_codes, counts
 
 
 def check_noise(noise, n_channels, method, n_folds):
@@ -281,10 +302,6 @@ def _check_precision(m, n_channels, name):
     return m
 
 
-def translation_invariant(method):
-    return method in _TRANSLATION_INVARIANT
-
-
 # --------------------------------------------------------------------------------------
 # noise precision from residuals
 
@@ -295,12 +312,11 @@ def covariance_from_residuals(res, *, shrinkage="diag", dof=None):
     shrinkage='diag': Schaefer & Strimmer (2005) optimal shrinkage of the correlations towards
     zero (target = the diagonal covariance); 'eye': Ledoit & Wolf (2004) shrinkage towards a
     multiple of the identity; a float lambda in [0, 1]: (1 - lambda) S + lambda diag(S).
+    ``shrinkage`` is checked by the caller (:func:`check_shrinkage`).
     """
     n = res.shape[0]
     x = res - res.mean(axis=0, keepdims=True)
     dof = n - 1 if dof is None else dof
-    if isinstance(shrinkage, str):
-        check_option("shrinkage", shrinkage, ("diag", "eye"))
     s_sum = x.T @ x
     if shrinkage == "eye":
         x2 = x * x
@@ -313,6 +329,7 @@ def covariance_from_residuals(res, *, shrinkage="diag", dof=None):
         cov = b2 / d2 * m * np.eye(s.shape[0]) + (d2 - b2) / d2 * s
         return cov * n / dof
     s = s_sum / dof
+    off = ~np.eye(s.shape[0], dtype=bool)
     if shrinkage == "diag":
         x2 = x * x
         s2_sum = x2.T @ x2
@@ -321,12 +338,10 @@ def covariance_from_residuals(res, *, shrinkage="diag", dof=None):
         s_mean = s_sum / std[None, :] / std[:, None] / (n - 1)
         s2_mean = s2_sum / var[None, :] / var[:, None] / (n - 1)
         var_hat = n / dof ** 2 * (s2_mean - s_mean ** 2)
-        off = ~np.eye(s.shape[0], dtype=bool)
         lam = np.sum(var_hat[off]) / np.sum(s_mean[off] ** 2)
         lam = max(min(lam, 1.0), 0.0)
     else:
         lam = float(shrinkage)
-    off = ~np.eye(s.shape[0], dtype=bool)
     return s * (np.eye(s.shape[0]) + (1.0 - lam) * off)
 
 

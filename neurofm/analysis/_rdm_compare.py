@@ -40,10 +40,10 @@ def rank_rows(v):
 
 def nan_rank_rows(v):
     """Average ranks of the finite entries of each row; NaN stays NaN."""
-    out = np.full(v.shape, np.nan)
     ok = np.isfinite(v)
     if ok.all():
         return rank_rows(v)
+    out = np.full(v.shape, np.nan)
     for i in range(v.shape[0]):
         out[i, ok[i]] = scipy.stats.rankdata(v[i, ok[i]])
     return out
@@ -329,6 +329,8 @@ def noise_ceiling_finite(v, method, groups, n_cond, keep=None):
     All leave-one-group-out pools are formed at once from group sums, so the cost is a
     few embeddings and dot products instead of one comparison per group.
     """
+    if v.shape[1] < 2:
+        return np.nan, np.nan
     uniq, inv = np.unique(groups, return_inverse=True)
     inv = inv.ravel()
     n = v.shape[0]
@@ -340,8 +342,6 @@ def noise_ceiling_finite(v, method, groups, n_cond, keep=None):
     total = t.sum(axis=0)
     pools = (total[None, :] - sums) / (n - sizes)[:, None]
     pool_all = total / n
-    if v.shape[1] < 2:
-        return np.nan, np.nan
     if method in _TAU:
         lower_each = _tau_paired(pools[inv], v, method)
         upper_each = _tau_matrix(pool_all[None], v, method)[0]

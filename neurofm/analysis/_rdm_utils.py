@@ -258,9 +258,6 @@ def _from_dataarray(da, name, allow_nan, dtype):
         _check_square(mats, name)
         vectors = squares_to_vectors(mats)
         n_cond = mats.shape[-1]
-        stack_dim = other[0] if other else STACK_DIM
-        names = np.asarray(da.coords[stack_dim].values) if other and stack_dim in da.coords \
-            else None
     elif PAIR_DIM in dims:
         other = [d for d in dims if d != PAIR_DIM]
         if len(other) > 1:
@@ -278,14 +275,14 @@ def _from_dataarray(da, name, allow_nan, dtype):
             ci = np.asarray(da.coords["condition_i"].values)
             cj = np.asarray(da.coords["condition_j"].values)
             labels = np.concatenate([ci[:1], cj[: n_cond - 1]])
-        stack_dim = other[0] if other else STACK_DIM
-        names = np.asarray(da.coords[stack_dim].values) if other and stack_dim in da.coords \
-            else None
     else:
         raise DataError(
             f"{name}: an RDM DataArray needs dims ({ROW_DIM!r}, {COL_DIM!r}) (square) or "
             f"{PAIR_DIM!r} (condensed), optionally after one stacking dimension; got dims {dims}"
         )
+    stack_dim = other[0] if other else STACK_DIM
+    names = np.asarray(da.coords[stack_dim].values) if other and stack_dim in da.coords \
+        else None
     if n_cond < 2:
         raise DataError(f"{name}: an RDM needs at least 2 conditions; got {n_cond}")
     given = labels is not None
@@ -350,6 +347,28 @@ def permute_conditions(vectors, perm):
     iu, ju = triu_indices(n_cond)
     src = condensed_index(np.asarray(perm)[iu], np.asarray(perm)[ju], n_cond)
     return np.ascontiguousarray(vectors[..., src])
+
+
+def sample_vectors(v, rdm_idx, cond_idx, n_cond):
+    """RDM vectors of a bootstrap sample; pairs of a condition with itself become NaN.
+
+    Parameters
+    ----------
+    v : ndarray of shape (n_rdm, n_pairs)
+    rdm_idx : ndarray of int, the sampled RDMs (with repetitions)
+    cond_idx : ndarray of int, sorted sampled conditions (with repetitions)
+
+    Returns
+    -------
+    ndarray of shape (len(rdm_idx), len(cond_idx) (len(cond_idx) - 1) / 2), a new array.
+    """
+    iu, ju = triu_indices(len(cond_idx))
+    a, b = cond_idx[iu], cond_idx[ju]
+    same = a == b
+    src = condensed_index(a, np.where(same, (a + 1) % n_cond, b), n_cond)
+    out = v[rdm_idx][:, src]
+    out[:, same] = np.nan
+    return out
 
 
 def pair_labels(labels):

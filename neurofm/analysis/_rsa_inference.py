@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats
 import xarray as xr
 
-from .._checks import check_option
+from .._checks import check_option, check_positive_int
 from .._logging import progress
 from ..errors import DataError, NeurofmError
 from ._rdm_compare import (
@@ -36,7 +36,13 @@ from ._rdm_compare import (
     noise_ceiling_vectors,
     pooling_transform,
 )
-from ._rdm_utils import align_conditions, as_rdm_stack, condensed_index, triu_indices
+from ._rdm_utils import (
+    align_conditions,
+    as_rdm_stack,
+    condensed_index,
+    sample_vectors,
+    triu_indices,
+)
 
 INFERENCE = ("fixed", "bootstrap", "crossval")
 BOOT = ("both", "subjects", "conditions")
@@ -203,24 +209,6 @@ def default_k_rdms(n_rdm):
 
 # --------------------------------------------------------------------------------------
 # resampling
-
-
-def sample_vectors(v, rdm_idx, cond_idx, n_cond):
-    """RDM vectors of a bootstrap sample; pairs of a condition with itself become NaN.
-
-    Parameters
-    ----------
-    v : ndarray of shape (n_rdm, n_pairs)
-    rdm_idx : ndarray of int, the sampled RDMs (with repetitions)
-    cond_idx : ndarray of int, sorted sampled conditions (with repetitions)
-    """
-    iu, ju = triu_indices(len(cond_idx))
-    a, b = cond_idx[iu], cond_idx[ju]
-    same = a == b
-    src = condensed_index(a, np.where(same, (a + 1) % n_cond, b), n_cond)
-    out = v[rdm_idx][:, src]
-    out[:, same] = np.nan
-    return out
 
 
 def _sub_pairs(positions, n_sample_cond):
@@ -432,9 +420,8 @@ def evaluate(models, rdms, *, method="corr", inference="fixed", n_boot=1000, boo
         if test == "bootstrap":
             raise NeurofmError("test='bootstrap' needs inference='bootstrap' or 'crossval'")
         return _evaluate_fixed(names, model_v, data_v, method, test, ci, n_cond)
-    for name, val in (("n_boot", n_boot), ("n_cv", n_cv)):
-        if not isinstance(val, (int, np.integer)) or val < 1:
-            raise NeurofmError(f"{name} must be a positive integer; got {val!r}")
+    n_boot = check_positive_int("n_boot", n_boot)
+    n_cv = check_positive_int("n_cv", n_cv)
     if boot in ("both", "subjects") and n_rdm < 2:
         raise DataError(f"rdms: bootstrapping subjects needs at least 2 RDMs; got {n_rdm} "
                         f"(use boot='conditions')")

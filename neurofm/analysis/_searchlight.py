@@ -10,19 +10,28 @@ either it is compared with model RDMs (maps of model fit), written into ``out`` 
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import xarray as xr
 
-from .._checks import check_option
+from .._checks import check_option, check_positive, check_positive_int, check_unit_interval
 from .._logging import logger, progress
-from ..errors import DataError, NeurofmError
-from ._rdm_calc import default_folds, encode_labels
+from ..errors import DataError
+from ._rdm_calc import encode_labels, fold_condition_counts, group_sums
 from ._rdm_compare import _LINEAR, COMPARE_METHODS, compare_vectors, embed
-from ._rdm_utils import PAIR_DIM, as_rdm_stack, pair_labels, triu_indices
+from ._rdm_utils import (
+    PAIR_DIM,
+    RDMStack,
+    pair_labels,
+    triu_indices,
+)
+from ._rsa_inference import _parse_models
 
 SEARCHLIGHT_METHODS = ("euclidean", "correlation", "crossnobis")
+
+
+def _image_array(img):
+    """The data of a nibabel image (its ``dataobj`` when present) as an ndarray."""
+    return np.asarray(img.dataobj if hasattr(img, "dataobj") else img.get_fdata())
 
 
 def _load_volume(img, conditions, obs_dim):
@@ -44,10 +53,8 @@ def _load_volume(img, conditions, obs_dim):
             labels = None
         spatial = [d for d in img.dims if d != obs_dim]
         return np.asarray(img.transpose(obs_dim, *spatial).values), labels, spatial
-    if hasattr(img, "get_fdata") or hasattr(img, "dataobj"):
-        arr = np.asarray(img.dataobj if hasattr(img, "dataobj") else img.get_fdata())
-    else:
-        arr = np.asarray(img)
+    arr = _image_array(img) if hasattr(img, "get_fdata") or hasattr(img, "dataobj") \
+        else np.asarray(img)
     if arr.ndim != 4:
         raise DataError(f"img must be 4-D (x, y, z, observation), like a NIfTI image; got "
                         f"shape {arr.shape}")
@@ -56,7 +63,7 @@ def _load_volume(img, conditions, obs_dim):
 
 def _load_mask(mask, shape):
     if hasattr(mask, "get_fdata") or hasattr(mask, "dataobj"):
-        mask = np.asarray(mask.dataobj if hasattr(mask, "dataobj") else mask.get_fdata())
+        mask = _image_array(mask)
     mask = np.asarray(mask.values if isinstance(mask, xr.DataArray) else mask)
     if mask.shape != tuple(shape):
         raise DataError(f"mask must have the volume's spatial shape {tuple(shape)}; got "
@@ -189,10 +196,8 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
     check_option("dtype", dtype, ("float32", "float64"))
     if models is not None:
         check_option("compare", compare, COMPARE_METHODS)
-    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:
-        raise NeurofmError(f"radius must be a number > 0 (voxels); got {radius!r}")
-    if not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
-        raise NeurofmError(f"threshold must be in [0, 1]; got {threshold!r}")
+    check_positive("radius", radius)
+    check_unit_interval("threshold", threshold)
     vol, labels, spatial = _load_volume(img, conditions, obs_dim)
     if labels is None:
         if conditions is None or isinstance(conditions, str):
@@ -222,23 +227,19 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
     # condition (or fold x condition) means of every in-mask voxel, once
     n_vox = data.shape[1]
     if method == "crossnobis":
-        fold_codes = default_folds(codes, n_cond) if folds is None else \
-            encode_labels(np.asarray(folds), "folds")[1]
-        if len(fold_codes) != n_obs:
-            raise DataError(f"folds must have one entry per observation ({n_obs})")
-        n_folds = int(fold_codes.max()) + 1
-        if n_folds < 2:
-            raise DataError(f"folds: crossnobis needs at least 2 folds; got {n_folds}")
+        if folds is not None:
+            folds = np.asarray(folds)
+            if folds.shape != (n_obs,):
+                raise DataError(f"folds must have one entry per observation ({n_obs}); got "
+                                f"shape {folds.shape}")
+        fold_codes, counts = fold_condition_counts(codes, folds, cond_values, method)
+        n_folds = counts.shape[0]
         group = fold_codes * n_cond + codes
-        counts = np.bincount(group, minlength=n_folds * n_cond).reshape(n_folds, n_cond)
-        if (counts == 0).any():
-            raise DataError("folds: every condition must occur in every fold for crossnobis")
     else:
         n_folds = 1
         group = codes
         counts = np.bincount(codes, minlength=n_cond)[None, :]
-    sums = np.zeros((n_folds * n_cond, n_vox))
-    _sum_rows(sums, group, data)
+    sums = group_sums(data, group, n_folds * n_cond, dtype=np.float64)  # float64 sums
     means = sums.reshape(n_folds, n_cond, n_vox) / counts[:, :, None]
     if method != "correlation":  # translation invariant: remove each voxel's grand mean
         means = means - means.mean(axis=(0, 1), keepdims=True)
@@ -264,15 +265,14 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
         per_center += 8 * 3 * n_pairs
     if chunk_size is None:
         chunk_size = int(max(1, min(n_centers, max_chunk_bytes // per_center)))
-    elif not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise NeurofmError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    else:
+        chunk_size = check_positive_int("chunk_size", chunk_size)
 
     model_names, model_v = None, None
     if models is not None:
-        from ._rsa_inference import _parse_models
-
-        ref = as_rdm_stack(np.zeros(n_pairs), "rdm").with_vectors(
-            np.zeros((1, n_pairs)), labels=cond_values, labels_given=True)
+        # a stand-in for the data RDMs, only for aligning the models' condition labels
+        ref = RDMStack(vectors=np.zeros((1, n_pairs)), labels=cond_values, labels_given=True,
+                       names=None, single=True)
         model_names, model_v = _parse_models(models, ref)
         linear = compare in _LINEAR and np.isfinite(model_v).all()
         model_emb = embed(model_v, compare, n_cond) if linear else None
@@ -333,15 +333,6 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
                 "voxel_z": ("center", centers[:, 2]), "n_voxels": ("center", n_in),
                 "condition_i": (PAIR_DIM, ci), "condition_j": (PAIR_DIM, cj)},
         attrs={"method": method, "radius": float(radius), "n_conditions": int(n_cond)})
-
-
-def _sum_rows(sums, group, data):
-    """sums[g] += rows of data in group g (sparse indicator product, fast for many rows)."""
-    import scipy.sparse as sp
-
-    n = data.shape[0]
-    ind = sp.csr_matrix((np.ones(n), (group, np.arange(n))), shape=(sums.shape[0], n))
-    sums += ind @ data
 
 
 def _chunk_rdms(method, means_t, counts_t, idx, vmask, p, remove_mean):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .._checks import check_option
+from .._checks import check_option, check_positive_int, validate_type
 from ..errors import DataError, NeurofmError
 from . import _rdm_calc as _calc
 from ._rdm_compare import COMPARE_METHODS, compare_vectors, noise_ceiling_vectors
@@ -129,8 +129,7 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
     """
     check_option("method", method, _calc.METHODS)
     check_option("dtype", dtype, ("float64", "float32"))
-    if not isinstance(remove_mean, (bool, np.bool_)):
-        raise NeurofmError(f"remove_mean must be True or False; got {remove_mean!r}")
+    validate_type("remove_mean", remove_mean, (bool, np.bool_), "True or False")
     x, labels, fold_labels, cond_name = _parse_data(data, conditions, folds)
     cond_values, codes = _calc.encode_labels(labels, "conditions")
     n_cond = len(cond_values)
@@ -150,28 +149,15 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
         attrs["condition_name"] = cond_name
 
     if method in _calc.CV_METHODS:
-        if fold_labels is None:
-            fold_codes = _calc.default_folds(codes, n_cond)
-        else:
-            _, fold_codes = _calc.encode_labels(fold_labels, "folds")
-        n_folds = int(fold_codes.max()) + 1
-        if n_folds < 2:
-            raise DataError(f"folds: {method} needs at least 2 folds; got {n_folds}")
+        fold_codes, counts = _calc.fold_condition_counts(codes, fold_labels, cond_values,
+                                                         method)
+        n_folds = counts.shape[0]
         noise = _calc.check_noise(noise, n_channels, method, n_folds)
         xb = be.array(x)
         sums = be.group_sums(xb, fold_codes * n_cond + codes, n_folds * n_cond)
-        counts = np.bincount(fold_codes * n_cond + codes, minlength=n_folds * n_cond)
-        counts = counts.reshape(n_folds, n_cond)
-        if (counts == 0).any():
-            f, c = np.argwhere(counts == 0)[0]
-            raise DataError(
-                f"folds: every condition must occur in every fold for {method}; condition "
-                f"{cond_values[c].item()!r} is missing from fold {f} ({int((counts == 0).sum())} "
-                f"missing condition-fold combinations)"
-            )
         sums = sums.reshape(n_folds, n_cond, n_channels)
         if method == "poisson_cv":
-            _check_poisson(x, codes, fold_codes, prior)
+            _check_poisson(x, prior, "counts/rates")
         else:  # remove the grand mean: distances are translation invariant
             grand = sums.sum(axis=(0, 1)) / n_obs
             sums = sums - be.array(counts)[:, :, None] * grand
@@ -194,10 +180,10 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
         means = be.group_sums(xb, codes, n_cond) / be.array(counts)[:, None]
         if remove_mean and method in ("euclidean", "mahalanobis"):
             means = means - means.mean(axis=1, keepdims=True)
-        if _calc.translation_invariant(method):
+        if method in _calc.TRANSLATION_INVARIANT:
             means = means - means.mean(axis=0, keepdims=True)
         if method == "poisson":
-            _check_poisson_means(be.numpy(means), prior)
+            _check_poisson(be.numpy(means), prior, "condition means")
         if method == "correlation":
             _check_constant_patterns(be.numpy(means), cond_values)
         mat = _calc.rdm_from_means(method, means, be,
@@ -297,19 +283,12 @@ def _as_labels(values, name):
     return arr
 
 
-def _check_poisson(x, codes, fold_codes, prior):
-    if x.min() <= -prior[0] * prior[1]:
+def _check_poisson(values, prior, what):
+    """The prior-shifted values must stay positive for the logarithm of the Poisson distances."""
+    if values.min() <= -prior[0] * prior[1]:
         raise DataError(
-            f"data: the Poisson distances need counts/rates > -prior_lambda*prior_weight "
-            f"({-prior[0] * prior[1]}); found a minimum of {x.min():.4g}"
-        )
-
-
-def _check_poisson_means(means, prior):
-    if means.min() <= -prior[0] * prior[1]:
-        raise DataError(
-            f"data: the Poisson distance needs condition means > -prior_lambda*prior_weight "
-            f"({-prior[0] * prior[1]}); found a minimum of {means.min():.4g}"
+            f"data: the Poisson distances need {what} > -prior_lambda*prior_weight "
+            f"({-prior[0] * prior[1]}); found a minimum of {values.min():.4g}"
         )
 
 
@@ -498,8 +477,8 @@ def prec_from_residuals(residuals, *, shrinkage="diag", dof=None):
     if not np.isfinite(res).all():
         raise DataError(f"residuals must be finite; found {int((~np.isfinite(res)).sum())} "
                         f"NaN/Inf values")
-    if dof is not None and (not isinstance(dof, (int, np.integer)) or dof < 1):
-        raise NeurofmError(f"dof must be a positive integer; got {dof!r}")
+    if dof is not None:
+        dof = check_positive_int("dof", dof)
     flat = np.ptp(res, axis=0) == 0
     if flat.any():
         raise DataError(f"residuals: channels {np.flatnonzero(flat).tolist()[:5]} have zero "

@@ -28,12 +28,13 @@ import scipy.stats
 import xarray as xr
 from scipy.sparse.csgraph import csgraph_from_dense, shortest_path
 
-from .._checks import check_option
+from .._checks import check_option, check_positive_int, check_unit_interval
 from .._logging import progress
 from ..errors import DataError, NeurofmError
 from ._rdm_utils import (
+    PAIR_DIM,
     as_rdm_stack,
-    condensed_index,
+    sample_vectors,
     to_square_dataarray,
     triu_indices,
     vectors_to_squares,
@@ -87,10 +88,15 @@ def _clip_band(d, lo, hi):
     return np.where(np.isnan(d), np.nan, (d > lo).astype(float))
 
 
+def _quantile_band(d, lower, upper):
+    """The clipped linear band between the lower and upper quantiles of d's finite entries."""
+    lo, hi = np.quantile(d[np.isfinite(d)], [lower, upper])
+    return _clip_band(d, lo, hi)
+
+
 def _check_lu(lower, upper):
-    for name, val in (("lower", lower), ("upper", upper)):
-        if isinstance(val, bool) or not isinstance(val, numbers.Real) or not 0 <= val <= 1:
-            raise NeurofmError(f"{name} must be a quantile level in [0, 1]; got {val!r}")
+    check_unit_interval("lower", lower, "a quantile level")
+    check_unit_interval("upper", upper, "a quantile level")
     if not lower < upper:
         raise NeurofmError(f"lower must be < upper; got lower={lower}, upper={upper}")
 
@@ -100,7 +106,7 @@ def _like_input(x, stack, vectors, attrs_update):
     if isinstance(x, xr.DataArray):
         attrs = dict(stack.attrs)
         attrs.update(attrs_update)
-        if "pair" in x.dims:
+        if PAIR_DIM in x.dims:
             out = x.copy(data=(vectors[0] if stack.single else vectors).astype(float))
             out.attrs = attrs
             return out
@@ -166,18 +172,14 @@ def _gt_vectors(vecs, lower, upper, method="lin2024", alpha=10.0, beta=0.5):
     """GT transform of condensed vectors (n, n_pairs) -> new array."""
     out = np.empty_like(vecs)
     if method == "rsatoolbox":
-        finite = vecs[np.isfinite(vecs)]
-        lo, hi = np.quantile(finite, lower), np.quantile(finite, upper)
-        out[:] = _clip_band(vecs, lo, hi)
+        out[:] = _quantile_band(vecs, lower, upper)
         return out
     for i, v in enumerate(vecs):
         d = _rank_minmax(v)
         if method == "sigmoid":
             out[i] = 1.0 / (1.0 + np.exp(-alpha * (d - beta)))
         else:
-            ok = np.isfinite(d)
-            lo, hi = np.quantile(d[ok], lower), np.quantile(d[ok], upper)
-            out[i] = _clip_band(d, lo, hi)
+            out[i] = _quantile_band(d, lower, upper)
     return out
 
 
@@ -276,11 +278,10 @@ def geodesic_transform(rdm, *, variant="twostep", lower=0.2, upper=0.8, p=0.05, 
     check_option("knn_rule", knn_rule, ("symmetric", "reference"))
     if variant == "twostep":
         _check_lu(lower, upper)
-    if variant in ("p_shortest", "p_nearest") and (
-            isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1):
-        raise NeurofmError(f"p must be a fraction in [0, 1]; got {p!r}")
-    if variant == "k_nearest" and (not isinstance(k, (int, np.integer)) or k < 1):
-        raise NeurofmError(f"k must be a positive integer; got {k!r}")
+    if variant in ("p_shortest", "p_nearest"):
+        check_unit_interval("p", p, "a fraction")
+    if variant == "k_nearest":
+        check_positive_int("k", k)
     stack = as_rdm_stack(rdm, "rdm", allow_nan=False)
     n_cond = stack.n_cond
     if variant == "p_nearest" and int(p * n_cond) < 1:
@@ -317,9 +318,8 @@ def rgtm_family(lower, upper):
     sensitive) if u - l >= 0.8; ``"topology"`` (topology sensitive) if l >= 0.4 and u <= 0.6;
     otherwise ``"intermediate"``.
     """
-    for name, val in (("lower", lower), ("upper", upper)):
-        if isinstance(val, bool) or not isinstance(val, numbers.Real) or not 0 <= val <= 1:
-            raise NeurofmError(f"{name} must be in [0, 1]; got {val!r}")
+    check_unit_interval("lower", lower)
+    check_unit_interval("upper", upper)
     if lower > upper:
         raise NeurofmError(f"lower must be <= upper; got lower={lower}, upper={upper}")
     mean = (lower + upper) / 2
@@ -346,8 +346,7 @@ def sample_rgtm(family, n, seed=0):
     ndarray of shape (n, 2)
     """
     check_option("family", family, RGTM_FAMILIES)
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise NeurofmError(f"n must be a positive integer; got {n!r}")
+    check_positive_int("n", n)
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:
@@ -383,7 +382,7 @@ def _prepare(rdms, labels, groups):
     return stack, labels, groups
 
 
-def _apply_transform(vecs, transform, n_cond):
+def _apply_transform(vecs, transform):
     if transform is None:
         return vecs
     if isinstance(transform, tuple) and len(transform) == 2:
@@ -458,7 +457,7 @@ def identify(rdms, labels, groups, *, transform=None, nan_policy="drop"):
     """
     check_option("nan_policy", nan_policy, ("drop", "mean"))
     stack, labels, groups = _prepare(rdms, labels, groups)
-    vecs = _apply_transform(np.asarray(stack.vectors, dtype=float), transform, stack.n_cond)
+    vecs = _apply_transform(np.asarray(stack.vectors, dtype=float), transform)
     return _logo_accuracy(_handle_nan(vecs, nan_policy), labels, groups)
 
 
@@ -486,17 +485,13 @@ def identification_grid(rdms, labels, groups, step=0.05, *, nan_policy="drop", v
     lowers = np.round(np.arange(n_steps) * step, 10)
     uppers = np.round(np.arange(1, n_steps + 1) * step, 10)
     uppers[-1] = min(uppers[-1], 1.0)
+    # the rank step of the GT transform does not depend on (lower, upper): done once
     ranked = np.stack([_rank_minmax(v) for v in np.asarray(stack.vectors, dtype=float)])
-    ok = np.isfinite(ranked)
     acc = np.full((len(lowers), len(uppers)), np.nan)
     cells = [(i, j) for i in range(len(lowers)) for j in range(len(uppers))
              if uppers[j] > lowers[i]]
     for i, j in progress(cells, verbose=verbose, desc="GT grid"):
-        g = np.empty_like(ranked)
-        for r in range(len(ranked)):
-            d = ranked[r]
-            lo, hi = np.quantile(d[ok[r]], [lowers[i], uppers[j]])
-            g[r] = _clip_band(d, lo, hi)
+        g = np.stack([_quantile_band(d, lowers[i], uppers[j]) for d in ranked])
         acc[i, j] = _logo_accuracy(_handle_nan(g, nan_policy), labels, groups)
     return xr.DataArray(acc, dims=("lower", "upper"), coords={"lower": lowers, "upper": uppers},
                         attrs={"measure": "identification accuracy", "step": float(step)})
@@ -552,16 +547,14 @@ def bootstrap_identification(rdms, labels, groups, *, transform=None, n_boot=100
     """
     check_option("boot", boot, ("both", "groups", "stimuli"))
     check_option("nan_policy", nan_policy, ("drop", "mean"))
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise NeurofmError(f"n_boot must be a positive integer; got {n_boot!r}")
+    check_positive_int("n_boot", n_boot)
     stack, labels, groups = _prepare(rdms, labels, groups)
     n_cond = stack.n_cond
-    vecs = _apply_transform(np.asarray(stack.vectors, dtype=float), transform, n_cond)
+    vecs = _apply_transform(np.asarray(stack.vectors, dtype=float), transform)
     accuracy = _logo_accuracy(_handle_nan(vecs, nan_policy), labels, groups)
     rng = np.random.default_rng(seed)
     uniq_groups = np.unique(groups)
     samples = np.full(n_boot, np.nan)
-    iu, ju = triu_indices(n_cond)
     for b in progress(range(n_boot), verbose=verbose, desc="bootstrap"):
         if boot in ("both", "groups"):
             drawn = rng.choice(uniq_groups, size=len(uniq_groups), replace=True)
@@ -574,11 +567,7 @@ def bootstrap_identification(rdms, labels, groups, *, transform=None, n_boot=100
             stim = np.arange(n_cond)
         if len(np.unique(groups[rows])) < 2 or len(np.unique(stim)) < 3:
             continue
-        a, c = stim[iu], stim[ju]
-        same = a == c
-        src = condensed_index(a, np.where(same, (a + 1) % n_cond, c), n_cond)
-        sample = vecs[rows][:, src]
-        sample[:, same] = np.nan
+        sample = sample_vectors(vecs, rows, stim, n_cond)
         try:
             samples[b] = _logo_accuracy(_handle_nan(sample, nan_policy), labels[rows],
                                         groups[rows])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_option
 from ..analysis._rdm_utils import as_rdm_stack, vectors_to_squares
 from ..errors import NeurofmError
 
@@ -70,11 +71,11 @@ def plot_rdm(rdm, *, ax=None, cmap="viridis", rank=False, labels=True, colorbar=
         axes = axes[:n]
     lo = np.nanmin(mats) if vmin is None else vmin
     hi = np.nanmax(mats) if vmax is None else vmax
+    names = [str(v) for v in stack.labels]
     for i, a in enumerate(axes):
         im = a.imshow(np.ma.masked_invalid(mats[i]), cmap=cmap, vmin=lo, vmax=hi,
                       interpolation="nearest")
         if labels and stack.n_cond <= 40:
-            names = [str(v) for v in stack.labels]
             a.set_xticks(idx, names, rotation=90, fontsize=7)
             a.set_yticks(idx, names, fontsize=7)
         else:
@@ -132,8 +133,7 @@ def plot_model_comparison(result, *, ax=None, sort=False, error_bars="ci", alpha
         significantly below the lower noise-ceiling bound are drawn with a hatched edge.
     """
     plt = _pyplot()
-    if error_bars not in ("ci", "sem"):
-        raise NeurofmError(f"error_bars must be 'ci' or 'sem'; got {error_bars!r}")
+    check_option("error_bars", error_bars, ("ci", "sem"))
     if ax is None:
         _, ax = plt.subplots(figsize=(1.0 + 0.8 * len(result.models), 4))
     n = len(result.models)

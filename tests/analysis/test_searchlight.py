@@ -69,6 +69,17 @@ def test_crossnobis_searchlight_equals_compute_rdm_on_each_sphere(volume):
         ref = rsa.compute_rdm(data[:, inside], conditions=cond, method="crossnobis")
         np.testing.assert_allclose(out.values[i], rsa.upper(ref), atol=TOL, rtol=0)
         assert out.n_voxels.values[i] == inside.sum()
+    # explicit folds equal to the default ones (k-th repetition of each condition)
+    explicit = rsa.searchlight_rdms(vol, mask=mask, radius=1.5, method="crossnobis",
+                                    conditions=cond, folds=np.repeat(np.arange(N_REP), N_COND),
+                                    dtype="float64", device="cpu")
+    np.testing.assert_array_equal(explicit.values, out.values)
+    with pytest.raises(DataError, match="at least 2 folds"):
+        rsa.searchlight_rdms(vol, mask=mask, radius=1.5, method="crossnobis", conditions=cond,
+                             folds=np.zeros(len(cond)))
+    with pytest.raises(DataError, match="one entry per observation"):
+        rsa.searchlight_rdms(vol, mask=mask, radius=1.5, method="crossnobis", conditions=cond,
+                             folds=np.zeros(3))
 
 
 def test_chunking_float32_dataarray_and_out(volume, tmp_path):
