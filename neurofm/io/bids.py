@@ -40,6 +40,7 @@ ENTITY_NAMES = {
     "echo": "echo", "space": "space", "res": "resolution", "den": "density",
     "desc": "desc", "split": "split", "proc": "processing",
 }
+_ENTITY_KEYS = {long: key for key, long in ENTITY_NAMES.items()}
 
 #: Columns of :func:`find_recordings`.
 RECORDING_COLUMNS = ("subject", "session", "task", "acquisition", "run", "datatype",
@@ -104,8 +105,7 @@ def _split_ext(name):
 
 
 def _short(entities):
-    inverse = {v: k for k, v in ENTITY_NAMES.items()}
-    return {inverse.get(k, k): v for k, v in entities.items()
+    return {_ENTITY_KEYS.get(k, k): v for k, v in entities.items()
             if k not in ("suffix", "extension")}
 
 
@@ -266,8 +266,7 @@ def find_recordings(root, *, datatype=None, subject=None, session=None, task=Non
                 "desc": ents.get("desc", ""), "derivatives": pipeline, "path": str(path),
                 "confounds": confounds, "sidecar": str(sidecar) if sidecar.is_file() else "",
             })
-        if dtype in DATATYPES:
-            dirnames[:] = [d for d in dirnames if not d.lower().endswith(".ds")]
+        dirnames[:] = [d for d in dirnames if not d.lower().endswith(".ds")]  # recordings
     df = pd.DataFrame(rows, columns=list(RECORDING_COLUMNS))
     for column, wanted in (("subject", subject), ("session", session), ("task", task),
                            ("run", run)):
@@ -310,7 +309,3 @@ def _find_confounds(folder, ents):
                 return str(tsv)
     return ""
 
-
-# --------------------------------------------------------------------------------------------
-# conversion into a store
-# --------------------------------------------------------------------------------------------

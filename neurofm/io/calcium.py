@@ -3,7 +3,8 @@
 Four sources, told apart by :func:`read_calcium` (or its ``format=`` argument):
 
 - a suite2p plane folder (``F.npy``, ``Fneu.npy``, ``spks.npy``, ``iscell.npy``, ``stat.npy``,
-  ``ops.npy``; the two object arrays go through :func:`neurofm.io._pickle.restricted_load`);
+  ``ops.npy``; the two object arrays go through the restricted unpickler of
+  :mod:`neurofm.io._pickle`);
 - a CaImAn HDF5 file written by ``cnm.save`` (read with h5py: ``estimates/C``, ``S``,
   ``F_dff``, ``YrA``, ``A``, ``idx_components``, ``dims`` and ``params/data/fr``);
 - an NWB file with an ``ophys`` processing module (``Fluorescence`` / ``DfOverF``
@@ -18,6 +19,7 @@ the source has them.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from .._checks import check_option, check_positive
 from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
+from ._common import read_delimited, regular_step
 
 __all__ = ["CALCIUM_FORMATS", "CALCIUM_SIGNALS", "read_calcium"]
 
@@ -143,7 +146,11 @@ def _is_suite2p_dir(path):
 # --------------------------------------------------------------------------------------------
 def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscell_prob=None,
            extras=None, tmin=0.0, attrs=None):
-    """Assemble the canonical recording from (n_rois, n_frames) arrays."""
+    """Assemble the canonical recording from (n_rois, n_frames) arrays.
+
+    ``extras`` maps variable names to (n_rois, n_frames) traces (None where the source lacks
+    one); each present one becomes a (channel, time) variable in "a.u.".
+    """
     ds = make_recording(
         data, channel=names, sfreq=fs, modality="calcium", ch_type="cell", ch_pos=ch_pos,
         units=units, tmin=tmin, pos_coord_frame="image", pos_units="px",
@@ -154,9 +161,10 @@ def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscel
     if iscell_prob is not None:
         ds = ds.assign_coords(iscell_prob=("channel", np.asarray(iscell_prob,
                                                                   dtype=np.float64)))
-    for name, (arr, var_units) in (extras or {}).items():
-        ds[name] = xr.Variable(("channel", "time"), np.array(arr, dtype=np.float32),
-                               {"units": var_units})
+    for name, arr in (extras or {}).items():
+        if arr is not None:
+            ds[name] = xr.Variable(("channel", "time"), np.array(arr, dtype=np.float32),
+                                   {"units": "a.u."})
     return ds
 
 
@@ -189,60 +197,68 @@ def _roi_names(n, ids=None):
     return [f"roi{int(i)}" for i in ids]
 
 
+def _offered_signals(traces):
+    """The ``signal=`` choices of a source holding ``traces`` (name -> array or None)."""
+    have = {name for name, arr in traces.items() if arr is not None}
+    if have & {"dff", "F", "C"}:  # a file's own dF/F, or one computed from F (CaImAn: C)
+        have.add("dff")
+    if {"F", "Fneu"} <= have:
+        have.add("Fc")
+    return [s for s in CALCIUM_SIGNALS if s in have]
+
+
 def _missing_signal(path, fmt, signal, available):
     return FormatError(f"{path}: signal={signal!r} is not available from a {fmt} source; "
                        f"available: {available}")
+
+
+def _split_iscell(raw):
+    """suite2p's iscell (n_rois, 2: flag, probability) -> (bool flags, probabilities or None)."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    return raw[:, 0] > 0.5, (raw[:, 1] if raw.shape[1] > 1 else None)
 
 
 # --------------------------------------------------------------------------------------------
 # suite2p
 # --------------------------------------------------------------------------------------------
 def _read_suite2p(path, *, fs, signal, neucoeff):
-    from ._pickle import load_npy, restricted_load
+    from ._pickle import load_npy
 
     folder = Path(path)
-    f_path = folder / "F.npy"
-    if not f_path.is_file():
-        present = sorted(p.name for p in folder.glob("*.npy"))
+    present = [f for f in _SUITE2P_FILES if (folder / f).is_file()]
+    if "F.npy" not in present:
+        found = sorted(p.name for p in folder.glob("*.npy"))
         raise FormatError(f"{folder}: suite2p plane folder without F.npy (the fluorescence "
-                          f"traces, n_rois x n_frames); found {present}")
-    F = _check_2d(load_npy(f_path), "F.npy", folder)
+                          f"traces, n_rois x n_frames); found {found}")
+
+    def optional(name):  # stat.npy and ops.npy go through the restricted unpickler
+        return load_npy(folder / name) if name in present else None
+
+    F = _check_2d(load_npy(folder / "F.npy"), "F.npy", folder)
     n_rois = F.shape[0]
-
-    def optional(name):
-        p = folder / name
-        return load_npy(p) if p.is_file() else None
-
-    Fneu = optional("Fneu.npy")
-    if Fneu is not None:
-        Fneu = _check_2d(Fneu, "Fneu.npy", folder)
-        _same_shape(Fneu, F, "Fneu.npy", "F.npy", folder)
-    spks = optional("spks.npy")
-    if spks is not None:
-        spks = _check_2d(spks, "spks.npy", folder)
-        _same_shape(spks, F, "spks.npy", "F.npy", folder)
+    traces = {"F": F, "Fneu": optional("Fneu.npy"), "spks": optional("spks.npy")}
+    for name in ("Fneu", "spks"):
+        if traces[name] is not None:
+            traces[name] = _check_2d(traces[name], f"{name}.npy", folder)
+            _same_shape(traces[name], F, f"{name}.npy", "F.npy", folder)
+    Fneu = traces["Fneu"]
 
     iscell = iscell_prob = None
     raw_iscell = optional("iscell.npy")
     if raw_iscell is not None:
-        raw_iscell = np.asarray(raw_iscell, dtype=np.float64)
-        if raw_iscell.ndim == 1:
-            raw_iscell = raw_iscell[:, None]
-        if raw_iscell.shape[0] != n_rois:
-            raise DataError(f"{folder}: iscell.npy has {raw_iscell.shape[0]} rows but F.npy "
+        iscell, iscell_prob = _split_iscell(raw_iscell)
+        if iscell.shape[0] != n_rois:
+            raise DataError(f"{folder}: iscell.npy has {iscell.shape[0]} rows but F.npy "
                             f"has {n_rois} ROIs")
-        iscell = raw_iscell[:, 0] > 0.5
-        if raw_iscell.shape[1] > 1:
-            iscell_prob = raw_iscell[:, 1]
 
-    ch_pos = None
-    if (folder / "stat.npy").is_file():
-        stat = restricted_load(folder / "stat.npy")
-        ch_pos = _suite2p_centroids(stat, n_rois, folder)
+    stat = optional("stat.npy")
+    ch_pos = None if stat is None else _suite2p_centroids(stat, n_rois, folder)
 
     ops = {}
-    if (folder / "ops.npy").is_file():
-        raw_ops = restricted_load(folder / "ops.npy")
+    raw_ops = optional("ops.npy")
+    if raw_ops is not None:
         if isinstance(raw_ops, np.ndarray) and raw_ops.dtype == object and raw_ops.size == 1:
             raw_ops = raw_ops.item()
         if not isinstance(raw_ops, dict):
@@ -261,38 +277,21 @@ def _read_suite2p(path, *, fs, signal, neucoeff):
     if ch_pos is not None and "iplane" in ops:
         ch_pos[:, 2] = float(ops["iplane"])
 
-    extras = {"F": (F, "a.u.")}
-    if Fneu is not None:
-        extras["Fneu"] = (Fneu, "a.u.")
-    if spks is not None:
-        extras["spks"] = (spks, "a.u.")
-    available = ["dff", "F"] + (["Fc"] if Fneu is not None else []) + \
-        (["spks"] if spks is not None else [])
-
-    def fc():
-        return F.astype(np.float64) - coef * Fneu.astype(np.float64)
-
-    if signal == "F":
-        data = F
-    elif signal == "spks":
-        if spks is None:
-            raise _missing_signal(folder, "suite2p", signal, available)
-        data = spks
-    elif signal == "C":
-        raise _missing_signal(folder, "suite2p", signal, available)
-    elif signal == "Fc":
-        if Fneu is None:
-            raise _missing_signal(folder, "suite2p (no Fneu.npy)", signal, available)
-        data = fc()
-    else:  # dff from Fc (or F without neuropil) with suite2p's baseline options
-        data = fc() if Fneu is not None else F
+    available = _offered_signals(traces)
+    if signal not in available:
+        fmt = "suite2p (no Fneu.npy)" if signal == "Fc" else "suite2p"
+        raise _missing_signal(folder, fmt, signal, available)
+    if signal in ("Fc", "dff") and Fneu is not None:
+        # dF/F from Fc (or from F without neuropil) with suite2p's baseline options
+        data = F.astype(np.float64) - coef * Fneu.astype(np.float64)
+    else:
+        data = traces["F" if signal == "dff" else signal]
     attrs = {"neucoeff": coef, "calcium_signal": signal, "plane": int(ops.get("iplane", 0))}
     ds = _build(data, names=_roi_names(n_rois), fs=fs, units="a.u.", path=folder,
                 fmt="suite2p", ch_pos=ch_pos, iscell=iscell, iscell_prob=iscell_prob,
-                extras=extras, attrs=attrs)
+                extras=traces, attrs=attrs)
     ds = append_history(ds, "read_calcium", path=str(folder), format="suite2p", signal=signal,
-                        neucoeff=coef, fs=fs, fs_source=fs_source,
-                        files=[f for f in _SUITE2P_FILES if (folder / f).is_file()])
+                        neucoeff=coef, fs=fs, fs_source=fs_source, files=present)
     if signal == "dff":
         ds = _to_dff(ds, folder, **_suite2p_baseline(ops, ds, folder))
     return ds
@@ -389,35 +388,22 @@ def _read_caiman(path, *, fs, signal, neucoeff):
         ch_pos = _caiman_centroids(A, dims, n_comp, path)
 
     F = C + YrA if YrA is not None else None
-    extras = {"C": (C, "a.u.")}
-    if F is not None:
-        extras["F"] = (F, "a.u.")
-    if S is not None:
-        extras["spks"] = (S, "a.u.")
-    available = ["dff", "C"] + (["F"] if F is not None else []) + \
-        (["spks"] if S is not None else [])
+    traces = {"C": C, "F": F, "spks": S}
+    available = _offered_signals(traces)
+    if signal not in available:
+        why = {"spks": "no estimates/S", "F": "no estimates/YrA",
+               "Fc": "background is modelled, there is no neuropil trace"}[signal]
+        raise _missing_signal(path, f"CaImAn ({why})", signal, available)
     units = "a.u."
-    compute_dff = False
-    if signal == "C":
-        data = C
-    elif signal == "spks":
-        if S is None:
-            raise _missing_signal(path, "CaImAn (no estimates/S)", signal, available)
-        data = S
-    elif signal == "F":
-        if F is None:
-            raise _missing_signal(path, "CaImAn (no estimates/YrA)", signal, available)
-        data = F
-    elif signal == "Fc":
-        raise _missing_signal(path, "CaImAn (background is modelled, there is no neuropil "
-                              "trace)", signal, available)
+    compute_dff = signal == "dff" and F_dff is None
+    if signal != "dff":
+        data = traces[signal]
     elif F_dff is not None:
         data, units = F_dff, "dF/F"
     else:
         data = F if F is not None else C
-        compute_dff = True
     ds = _build(data, names=_roi_names(n_comp), fs=fs, units=units, path=path, fmt="caiman",
-                ch_pos=ch_pos, iscell=iscell, extras=extras,
+                ch_pos=ch_pos, iscell=iscell, extras=traces,
                 attrs={"calcium_signal": signal})
     ds = append_history(ds, "read_calcium", path=str(path), format="caiman", signal=signal,
                         fs=fs, fs_source=fs_source,
@@ -478,13 +464,13 @@ def _caiman_centroids(A, dims, n_comp, path):
                         f"{int(np.prod(dims))}")
     # CaImAn flattens the field of view in Fortran order: pixel p -> (row, col[, plane]).
     coords = np.unravel_index(np.arange(A.shape[0]), dims, order="F")
-    A = A.tocsc()
-    weights = np.asarray(abs(A).sum(axis=0)).ravel()
+    W = abs(A.tocsc()).T  # (components, pixels) footprint weights
+    weights = np.asarray(W.sum(axis=1)).ravel()
     pos = np.full((n_comp, 3), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        row = np.asarray(abs(A).T @ coords[0]).ravel() / weights
-        col = np.asarray(abs(A).T @ coords[1]).ravel() / weights
-        plane = (np.asarray(abs(A).T @ coords[2]).ravel() / weights if len(dims) > 2
+        row = np.asarray(W @ coords[0]).ravel() / weights
+        col = np.asarray(W @ coords[1]).ravel() / weights
+        plane = (np.asarray(W @ coords[2]).ravel() / weights if len(dims) > 2
                  else np.zeros(n_comp))
     ok = weights > 0
     pos[ok] = np.column_stack([col, row, plane])[ok]
@@ -503,13 +489,13 @@ def _read_nwb(path, *, fs, signal, neucoeff):
         from pynwb.ophys import DfOverF, Fluorescence
     except ImportError as err:  # pragma: no cover - pynwb is in the test/all extras
         raise ImportError("reading NWB files needs pynwb: pip install 'neurofm[all]'") from err
-    try:
-        io = NWBHDF5IO(str(path), mode="r", load_namespaces=True)
-        nwb = io.read()
-    except Exception as err:  # pynwb/hdmf raise many types on a bad file
-        raise FormatError(f"{path}: not a readable NWB file ({type(err).__name__}: {err})") \
-            from err
-    with io:
+    with ExitStack() as stack:  # closes the file even when read() fails
+        try:
+            io = stack.enter_context(NWBHDF5IO(str(path), mode="r", load_namespaces=True))
+            nwb = io.read()
+        except Exception as err:  # pynwb/hdmf raise many types on a bad file
+            raise FormatError(f"{path}: not a readable NWB file ({type(err).__name__}: "
+                              f"{err})") from err
         modules = sorted(nwb.processing.keys())
         if "ophys" not in nwb.processing:
             raise FormatError(f"{path}: NWB file without optical physiology: expected a "
@@ -545,21 +531,18 @@ def _read_nwb(path, *, fs, signal, neucoeff):
         rate, tmin, rate_source = _nwb_timing(ref, path, fs)
         ids, ch_pos, iscell, iscell_prob = _nwb_rois(ref, ref_shape[0], path)
 
-    extras = {k: (v, "a.u.") for k, v in arrays.items() if k in ("F", "Fneu", "spks")}
-    available = sorted(set(arrays) | ({"dff"} if "F" in arrays else set())
-                       | ({"Fc"} if {"F", "Fneu"} <= set(arrays) else set()))
-    coef = neucoeff if neucoeff is not None else _DEFAULT_NEUCOEFF
-    units, compute_dff = "a.u.", False
-    if signal == "dff" and "dff" in arrays:
-        data, units = arrays["dff"], "dF/F"
-    elif signal == "dff" and "F" in arrays:
-        data, compute_dff = arrays["F"], True
-    elif signal == "Fc" and {"F", "Fneu"} <= set(arrays):
-        data = arrays["F"].astype(np.float64) - coef * arrays["Fneu"].astype(np.float64)
-    elif signal in arrays and signal != "dff":
-        data = arrays[signal]
-    else:
+    available = _offered_signals(arrays)
+    if signal not in available:
         raise _missing_signal(path, "NWB", signal, available)
+    coef = neucoeff if neucoeff is not None else _DEFAULT_NEUCOEFF
+    compute_dff = signal == "dff" and "dff" not in arrays
+    source = "F" if compute_dff else signal
+    if source == "Fc":
+        data = arrays["F"].astype(np.float64) - coef * arrays["Fneu"].astype(np.float64)
+    else:
+        data = arrays[source]
+    units = "dF/F" if source == "dff" else "a.u."
+    extras = {k: v for k, v in arrays.items() if k != "dff"}
     ds = _build(data, names=ids, fs=rate, units=units, path=path, fmt="nwb", ch_pos=ch_pos,
                 iscell=iscell, iscell_prob=iscell_prob, extras=extras, tmin=tmin,
                 attrs={"calcium_signal": signal, "neucoeff": coef})
@@ -600,12 +583,8 @@ def _nwb_timing(series, path, fs):
         if fs is None:
             raise DataError(f"{path}: {series.name} has {t.size} timestamp(s); pass fs=")
         return fs, float(t[0]) if t.size else 0.0, "argument"
-    dt = np.diff(t)
-    step = float(np.median(dt))
-    if not step > 0 or np.max(np.abs(dt - step)) > 0.01 * step:
-        raise DataError(f"{path}: {series.name} timestamps are irregular (steps "
-                        f"{dt.min():.6g}..{dt.max():.6g} s around a median of {step:.6g} s); "
-                        "expected a constant frame interval")
+    step = regular_step(t, f"{path}: {series.name} timestamp", rtol=0.01,
+                        expected="a constant frame interval")
     rate = fs if fs is not None else 1.0 / step
     return rate, float(t[0]), "argument" if fs is not None else "timestamps"
 
@@ -641,12 +620,7 @@ def _nwb_rois(series, n_rois, path):
                 pos[k] = (centre[0], centre[1], centre[2] if len(centre) > 2 else 0.0)
     iscell = iscell_prob = None
     if "iscell" in columns:
-        raw = np.asarray(table["iscell"].data[:], dtype=np.float64)[index]
-        if raw.ndim == 1:
-            raw = raw[:, None]
-        iscell = raw[:, 0] > 0.5
-        if raw.shape[1] > 1:
-            iscell_prob = raw[:, 1]
+        iscell, iscell_prob = _split_iscell(np.asarray(table["iscell"].data[:])[index])
     return _roi_names(n_rois, ids), pos, iscell, iscell_prob
 
 
@@ -656,6 +630,8 @@ def _nwb_rois(series, n_rois, path):
 def _read_array(path, *, fs, signal, neucoeff):
     if fs is None:
         raise DataError(f"{path}: a plain array carries no frame rate; pass fs= (Hz)")
+    if signal not in ("dff", "F"):
+        raise _missing_signal(path, "plain array (read as F)", signal, ["dff", "F"])
     names = None
     if path.name.lower().endswith(".npy"):
         from ._pickle import load_npy
@@ -664,8 +640,6 @@ def _read_array(path, *, fs, signal, neucoeff):
     else:
         data, names = _read_table(path)
     data = _check_2d(data, "the array", path)
-    if signal not in ("dff", "F"):
-        raise _missing_signal(path, "plain array (read as F)", signal, ["dff", "F"])
     if names is None:
         names = _roi_names(data.shape[0])
     ds = _build(data, names=names, fs=fs, units="a.u.", path=path, fmt="array",
@@ -681,11 +655,7 @@ def _read_table(path):
     """A cells x time text table, optionally with ROI names in the first column."""
     import pandas as pd
 
-    sep = "\t" if path.name.lower().endswith(".tsv") else None
-    try:
-        df = pd.read_csv(path, sep=sep, header=None, engine="python")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise FormatError(f"{path}: not a readable delimited table ({err})") from err
+    df = read_delimited(path, "delimited table", header=None)
     names = None
     first_col = pd.to_numeric(df.iloc[:, 0], errors="coerce")
     if df.shape[1] > 1 and first_col.isna().sum() > len(df) // 2:

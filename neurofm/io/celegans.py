@@ -12,7 +12,6 @@ dataset's resampling rule to any recording.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from importlib import resources
@@ -25,6 +24,7 @@ from .._checks import check_positive
 from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
+from ._common import regular_step
 
 __all__ = [
     "NEURON_ALIASES",
@@ -46,10 +46,12 @@ _TRACE_COLUMNS = ("calcium_data", "smooth_calcium_data", "residual_calcium",
                   "original_smooth_residual_calcium")
 
 
-@functools.lru_cache(maxsize=1)
-def _labels():
-    text = resources.files("neurofm.io").joinpath("data/celegans_neuron_labels.txt") \
-        .read_text(encoding="utf-8")
+def _package_text(name):
+    return resources.files("neurofm.io").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def _read_labels():
+    text = _package_text("celegans_neuron_labels.txt")
     labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(labels) != 300 or list(labels) != sorted(labels):  # pragma: no cover - package data
         raise FormatError("neurofm package data celegans_neuron_labels.txt is damaged: expected "
@@ -57,21 +59,15 @@ def _labels():
     return labels
 
 
-@functools.lru_cache(maxsize=1)
-def _aliases():
-    text = resources.files("neurofm.io").joinpath("data/celegans_neuron_aliases.json") \
-        .read_text(encoding="utf-8")
-    return dict(json.loads(text)["aliases"])
-
-
 #: The 300 hermaphrodite neuron labels of the homogenized dataset, sorted as strings
 #: (AS1, AS10, AS11, AS2, ...); CANL/CANR are end-organs (Cook et al. 2019), not neurons.
-NEURON_LABELS = _labels()
+NEURON_LABELS = _read_labels()
 
 #: Alternative names -> canonical label (read-only).
-NEURON_ALIASES = MappingProxyType(_aliases())
+NEURON_ALIASES = MappingProxyType(
+    dict(json.loads(_package_text("celegans_neuron_aliases.json"))["aliases"]))
 
-
+_LABEL_INDEX = {label: i for i, label in enumerate(NEURON_LABELS)}
 _PADDED = re.compile(r"^([A-Z]+)0+(\d+)$")
 
 
@@ -91,17 +87,12 @@ def canonical_label(name):
     label : str | None
     """
     key = str(name).strip().upper()
-    key = _aliases().get(key, key)
-    if key not in _label_index():
+    key = NEURON_ALIASES.get(key, key)
+    if key not in _LABEL_INDEX:
         m = _PADDED.match(key)
         if m:
             key = f"{m.group(1)}{int(m.group(2))}"
-    return key if key in _label_index() else None
-
-
-@functools.lru_cache(maxsize=1)
-def _label_index():
-    return {label: i for i, label in enumerate(_labels())}
+    return key if key in _LABEL_INDEX else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,23 +158,22 @@ def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
             raise FormatError(f"{path}: not in the homogenized C. elegans schema: missing "
                               f"columns {missing}{hint}")
         columns = [*_REQUIRED, signal, time_col] + [c for c in _PROVENANCE if c in names]
+        keys = filters = None
         try:
-            ids = pq.read_table(path, columns=["source_dataset", "worm"]).to_pandas()
-            keys = _select_worms(ids, worms, path)
-            filters = None
-            if worms is not None:  # read only the rows of the wanted worms
+            if worms is not None:  # find the wanted worms first, then read only their rows
+                ids = pq.read_table(path, columns=["source_dataset", "worm"]).to_pandas()
+                keys = _select_worms(ids, worms, path)
                 filters = [("worm", "in", sorted({w for _, w in keys}))]
-            table = pq.read_table(path, columns=columns, filters=filters)
+            df = pq.read_table(path, columns=columns, filters=filters).to_pandas()
         except (pa.ArrowException, OSError) as err:
             raise FormatError(f"{path}: could not read the parquet columns {columns} ({err})") \
                 from err
-        df = table.to_pandas()
+        if keys is None:
+            keys = _select_worms(df, None, path)
         src = df["source_dataset"].astype(str).to_numpy()
         wrm = df["worm"].astype(str).to_numpy()
-        groups = [((s, w), df[(src == s) & (wrm == w)]) for s, w in keys]
-        out = []
-        for (source, worm), rows in groups:
-            out.append(_worm_recording(rows, source, worm, signal, time_col, path))
+        out = [_worm_recording(df[(src == s) & (wrm == w)], s, w, signal, time_col, path)
+               for s, w in keys]
         logger.info("read %s: %d worm(s), signal %s", path, len(out), signal)
         return out
 
@@ -207,17 +197,12 @@ def _worm_recording(rows, source, worm, signal, time_col, path):
     time = np.asarray(rows[time_col].iloc[0], dtype=np.float64).ravel()
     if time.size < 2:
         raise DataError(f"{where}: {time_col} has {time.size} value(s); need at least 2")
-    step = np.diff(time)
-    dt = float(np.median(step))
-    if not dt > 0 or np.max(np.abs(step - dt)) > 0.05 * dt:
-        raise DataError(f"{where}: {time_col} steps range over {step.min():.6g}..{step.max():.6g}"
-                        f" s around a median of {dt:.6g} s; expected a regular grid (use "
-                        "'calcium_data', which the dataset resampled to dt = 0.333 s)")
-    labels = _labels()
-    index = _label_index()
+    dt = regular_step(time, f"{where}: {time_col}", rtol=0.05,
+                      expected="a regular grid (use 'calcium_data', which the dataset "
+                               "resampled to dt = 0.333 s)")
     n_t = time.size
-    data = np.full((len(labels), n_t), np.nan, dtype=np.float32)
-    recorded = np.zeros(len(labels), dtype=bool)
+    data = np.full((len(NEURON_LABELS), n_t), np.nan, dtype=np.float32)
+    recorded = np.zeros(len(NEURON_LABELS), dtype=bool)
     n_unlabeled = 0
     slot_mismatch = []
     for neuron, slot, is_labeled, trace in zip(rows["neuron"], rows["slot"],
@@ -233,7 +218,7 @@ def _worm_recording(rows, source, worm, signal, time_col, path):
         if values.size != n_t:
             raise DataError(f"{where}: neuron {neuron} has {values.size} samples in {signal} "
                             f"but {time_col} has {n_t}")
-        k = index[label]
+        k = _LABEL_INDEX[label]
         if recorded[k]:
             raise DataError(f"{where}: neuron {label} appears twice")
         if int(slot) != k:
@@ -249,7 +234,7 @@ def _worm_recording(rows, source, worm, signal, time_col, path):
     normalized = signal in ("calcium_data", "smooth_calcium_data") and \
         provenance.get("normalization_method", "").lower() not in ("", "none")
     ds = make_recording(
-        data, channel=labels, sfreq=1.0 / dt, modality="calcium", ch_type="cell",
+        data, channel=NEURON_LABELS, sfreq=1.0 / dt, modality="calcium", ch_type="cell",
         units="z" if normalized else "a.u.", tmin=float(time[0]),
         subject=f"{source}{worm}", worm=worm, source_dataset=source,
         source_file=str(Path(path).resolve()), source_format="celegans_parquet",
@@ -291,7 +276,7 @@ def resample_celegans(ds, dt=RESAMPLE_DT):
     """
     import xarray as xr
 
-    from ..preprocessing._base import with_time_axis
+    from ..preprocessing._base import time_variables, with_time_axis
 
     if not isinstance(ds, xr.Dataset) or "signal" not in ds or "time" not in ds.coords:
         raise NeurofmError(f"resample_celegans: ds must be a recording with a signal (channel, "
@@ -329,15 +314,14 @@ def resample_celegans(ds, dt=RESAMPLE_DT):
         out = out.reshape(moved.shape[:-1] + (out.shape[-1],))
         return np.moveaxis(out, -1, axis)
 
-    drop = [n for n, v in ds.coords.items() if n != "time" and "time" in v.dims
-            and v.dtype.kind not in "fc"]
-    drop += [n for n, v in ds.data_vars.items() if "time" in v.dims and v.dtype.kind not in "fc"]
+    on_time = time_variables(ds)
+    drop = [n for n in on_time if ds[n].dtype.kind not in "fc"]  # e.g. fMRI's volume index
     src = ds.drop_vars(drop) if drop else ds
     variables = {}
-    for name, var in list(src.data_vars.items()) + [(n, v) for n, v in src.coords.items()
-                                                      if n != "time" and "time" in v.dims]:
-        if "time" not in var.dims:
+    for name in on_time:
+        if name in drop:
             continue
+        var = src[name].variable
         values = resample(var.values, var.dims.index("time")).astype(var.dtype)
         variables[name] = (var.dims, values)
     out = with_time_axis(src, new_t, variables, sfreq=1.0 / dt)

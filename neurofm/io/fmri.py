@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._checks import check_positive
+from .._checks import check_option, check_positive
 from .._logging import logger, use_log_level
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
+from ._common import read_delimited
+from .bids import parse_entities, sidecar_metadata
 
 __all__ = ["COORDINATE_ATLASES", "read_fmri", "read_roi_timeseries"]
 
@@ -106,6 +108,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
     """
     with use_log_level(verbose):
         img, bold_path = _load_bold(bold)
+        where = _name(bold_path)
         n_volumes = int(img.shape[3])
         t_r, t_r_source = _repetition_time(img, bold_path, t_r)
         radius = check_positive("radius", radius)
@@ -122,28 +125,29 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask,
                                                                           dtype=np.int64)
         if kept.size == 0:
-            raise DataError(f"{_name(bold_path)}: the confound strategy {tuple(strategy)} "
+            raise DataError(f"{where}: the confound strategy {tuple(strategy)} "
                             f"marks all {n_volumes} volumes for removal (sample_mask is empty)")
         std = _nilearn_standardize(standardize)
         masker = _make_masker(spec, std, detrend, low_pass, high_pass, t_r, radius,
                               mask_img)
-        X, empty = _transform(masker, spec, img, conf, sample_mask, bold_path, kept.size,
+        X, empty = _transform(masker, spec, img, conf, sample_mask, where, kept.size,
                               low_pass, high_pass)
-        names, pos, extra_coords = _channels_after(spec)
+        names = spec["names"]
         if X.shape[1] != len(names):
-            raise DataError(f"{_name(bold_path)}: the masker returned {X.shape[1]} regions but "
+            raise DataError(f"{where}: the masker returned {X.shape[1]} regions but "
                             f"{len(names)} were expected from the atlas")
         if empty:
             logger.warning("%s: %d empty parcel(s) dropped (no voxel of the BOLD image after "
-                           "resampling/masking): %s", _name(bold_path), len(empty),
+                           "resampling/masking): %s", where, len(empty),
                            ", ".join(empty[:20]) + (" ..." if len(empty) > 20 else ""))
-        entities = _entities(bold_path)
+        entities = parse_entities(bold_path) if bold_path else {}
         space = entities.get("space") or "unknown"
         frame = "mni" if spec["kind"] == "spheres" or space.lower().startswith("mni") \
             else "unknown"
         attrs = {k: entities[k] for k in ("subject", "session", "task", "run") if k in entities}
         ds = make_recording(
-            X.T, channel=names, sfreq=1.0 / t_r, modality="fmri", ch_type="roi", ch_pos=pos,
+            X.T, channel=names, sfreq=1.0 / t_r, modality="fmri", ch_type="roi",
+            ch_pos=spec["pos"],
             units="z" if std in ("zscore_sample", "zscore") else "a.u.",
             pos_coord_frame=frame, pos_units="mm", t_r=t_r, atlas=spec["name"], space=space,
             source_file=str(Path(bold_path).resolve()) if bold_path else "",
@@ -151,7 +155,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         )
         ds = ds.assign_coords(time=("time", kept.astype(np.float64) * t_r, {"units": "s"}),
                               volume=("time", kept))
-        for cname, values in extra_coords.items():
+        for cname, values in spec["extra"].items():
             ds = ds.assign_coords({cname: ("channel", values)})
         if conf is not None:
             ds["confounds"] = xr.Variable(
@@ -162,7 +166,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
                                                                  dtype=str)))
         dropped = sorted(set(range(n_volumes)) - set(kept.tolist()))
         ds = append_history(
-            ds, "read_fmri", bold=_name(bold_path), atlas=spec["name"],
+            ds, "read_fmri", bold=where, atlas=spec["name"],
             atlas_kind=spec["kind"], confounds=conf_source,
             strategy=list(strategy) if use_fmriprep else None, t_r=t_r,
             t_r_source=t_r_source, standardize=std, detrend=detrend, low_pass=low_pass,
@@ -171,9 +175,9 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         )
         if dropped:
             logger.info("%s: %d volume(s) dropped by the confound sample_mask: %s",
-                        _name(bold_path), len(dropped), dropped)
-        validate(ds, name=_name(bold_path))
-        logger.info("read %s: %d ROIs x %d volumes (TR %g s, %s)", _name(bold_path),
+                        where, len(dropped), dropped)
+        validate(ds, name=where)
+        logger.info("read %s: %d ROIs x %d volumes (TR %g s, %s)", where,
                     ds.sizes["channel"], ds.sizes["time"], t_r, spec["name"])
         return ds
 
@@ -222,8 +226,6 @@ def _repetition_time(img, path, t_r):
     """(t_r, source) from the argument, the JSON sidecar or the header."""
     file_tr, source = None, None
     if path is not None:
-        from .bids import sidecar_metadata
-
         meta = sidecar_metadata(path)
         if "RepetitionTime" in meta:
             try:
@@ -274,14 +276,6 @@ def _header_tr(img, path):
     return tr
 
 
-def _entities(path):
-    if path is None:
-        return {}
-    from .bids import parse_entities
-
-    return parse_entities(path)
-
-
 # --------------------------------------------------------------------------------------------
 # atlas
 # --------------------------------------------------------------------------------------------
@@ -311,11 +305,7 @@ def _resolve_atlas(atlas, labels):
                 raise FormatError(f"{path}: not a readable NIfTI atlas ({err})") from err
             return _image_atlas(img, labels, name=path.name)
         if lower.endswith(_TABLE_SUFFIXES):
-            sep = "\t" if lower.endswith(".tsv") else None
-            try:
-                table = pd.read_csv(path, sep=sep, engine="python")
-            except (ValueError, pd.errors.ParserError) as err:
-                raise FormatError(f"{path}: not a readable coordinate table ({err})") from err
+            table = read_delimited(path, "coordinate table")
             return _table_coordinates(table, name=path.name, source=str(path))
         raise FormatError(f"{path}: unsupported atlas file; expected a NIfTI image "
                           f"({', '.join(_NIFTI_SUFFIXES)}) or a coordinate table "
@@ -499,11 +489,7 @@ def _load_confounds(confounds, strategy, bold_path, n_volumes):
         if not path.is_file():
             raise FormatError(f"{path}: confounds file not found (or pass 'fmriprep', a "
                               "DataFrame or an array)")
-        sep = "\t" if path.name.lower().endswith(".tsv") else None
-        try:
-            conf = pd.read_csv(path, sep=sep, engine="python", na_values=["n/a"])
-        except (ValueError, pd.errors.ParserError) as err:
-            raise FormatError(f"{path}: not a readable confounds table ({err})") from err
+        conf = read_delimited(path, "confounds table", na_values=["n/a"])
         source = str(path)
     elif isinstance(confounds, pd.DataFrame):
         conf = confounds.copy()
@@ -540,15 +526,9 @@ def _load_confounds(confounds, strategy, bold_path, n_volumes):
 # masker
 # --------------------------------------------------------------------------------------------
 def _nilearn_standardize(standardize):
-    if standardize is True:
-        return "zscore_sample"
-    if standardize is False:
-        return None
-    allowed = (None, "zscore_sample", "zscore", "psc")
-    if standardize not in allowed:
-        raise NeurofmError(f"standardize must be one of {allowed} or a bool; got "
-                           f"{standardize!r}")
-    return standardize
+    if isinstance(standardize, bool):
+        return "zscore_sample" if standardize else None
+    return check_option("standardize", standardize, (None, "zscore_sample", "zscore", "psc"))
 
 
 def _make_masker(spec, standardize, detrend, low_pass, high_pass, t_r, radius, mask_img):
@@ -568,19 +548,23 @@ _EMPTY_SPHERES_RE = re.compile(r"These spheres are empty: \[([\d\s,]*)\]")
 _PADLEN_RE = re.compile(r"padlen, which is (\d+)")
 
 
-def _transform(masker, spec, img, conf, sample_mask, bold_path, n_kept, low_pass, high_pass):
-    """Run the masker; return (X of shape (n_kept, n_regions), names of empty parcels)."""
+def _transform(masker, spec, img, conf, sample_mask, where, n_kept, low_pass, high_pass):
+    """Run the masker; return (X of shape (n_kept, n_regions), names of empty parcels).
+
+    Empty parcels are also removed from ``spec``, whose names, positions and extra coords
+    then describe the columns of X.
+    """
     from nilearn.image.resampling import BoundingBoxError
 
     empty = []
     if spec["kind"] == "spheres":
         drop = _empty_spheres(spec, img, masker)
         if drop:
-            empty = _drop_spheres(spec, drop)
+            empty = _drop_regions(spec, drop)
             masker.seeds = [tuple(s) for s in spec["seeds"]]
     for attempt in range(2):
         if spec["kind"] == "spheres" and not spec["names"]:
-            raise DataError(f"{_name(bold_path)}: no sphere of atlas {spec['name']!r} (radius "
+            raise DataError(f"{where}: no sphere of atlas {spec['name']!r} (radius "
                             f"{masker.radius} mm) contains a voxel of the BOLD image; check "
                             "that the image is in the atlas space (MNI)")
         try:
@@ -590,7 +574,7 @@ def _transform(masker, spec, img, conf, sample_mask, bold_path, n_kept, low_pass
             break
         except BoundingBoxError as err:
             raise DataError(
-                f"{_name(bold_path)}: the atlas {spec['name']!r} does not overlap the BOLD field "
+                f"{where}: the atlas {spec['name']!r} does not overlap the BOLD field "
                 f"of view (affines/shapes cannot be matched by resampling: {err}); check that "
                 "both are in the same space"
             ) from err
@@ -600,14 +584,14 @@ def _transform(masker, spec, img, conf, sample_mask, bold_path, n_kept, low_pass
             if m or "padlen" in msg:
                 need = int(m.group(1)) + 1 if m else None
                 raise DataError(
-                    f"{_name(bold_path)}: {n_kept} volumes are too few for the requested filter "
+                    f"{where}: {n_kept} volumes are too few for the requested filter "
                     f"(low_pass={low_pass}, high_pass={high_pass}): the Butterworth filter "
                     f"needs {'at least ' + str(need) if need else 'more'} volumes; drop the "
                     "filter or use a longer run"
                 ) from err
             if "No label left" in msg:
                 raise DataError(
-                    f"{_name(bold_path)}: after resampling atlas {spec['name']!r} to the BOLD "
+                    f"{where}: after resampling atlas {spec['name']!r} to the BOLD "
                     "grid, fewer than two distinct values (parcels and background) remain in "
                     f"the field of view, which nilearn cannot use ({msg}); use a finer atlas or "
                     "check that both images are in the same space"
@@ -615,23 +599,21 @@ def _transform(masker, spec, img, conf, sample_mask, bold_path, n_kept, low_pass
             m = _EMPTY_SPHERES_RE.search(msg)
             if m and spec["kind"] == "spheres" and attempt == 0:
                 idx = [int(v) for v in re.findall(r"\d+", m.group(1))]
-                empty += _drop_spheres(spec, idx)
+                empty += _drop_regions(spec, idx)
                 masker = _replace_seeds(masker, spec)
                 continue
-            raise DataError(f"{_name(bold_path)}: nilearn could not extract the time series "
+            raise DataError(f"{where}: nilearn could not extract the time series "
                             f"with atlas {spec['name']!r}: {msg}") from err
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[None, :]
     if spec["kind"] == "labels":
         kept_ids = {int(v) for k, v in masker.region_ids_.items() if k != "background"}
-        removed = [i for i, v in enumerate(spec["values"]) if int(v) not in kept_ids]
-        empty += [spec["names"][i] for i in removed]
-        spec["removed"] = removed
+        empty += _drop_regions(spec, [i for i, v in enumerate(spec["values"])
+                                      if int(v) not in kept_ids])
     elif spec["kind"] == "maps":
         zero = np.flatnonzero(np.all(X == 0, axis=0))
-        spec["removed"] = zero.tolist()
-        empty += [spec["names"][i] for i in zero]
+        empty += _drop_regions(spec, zero)
         X = np.delete(X, zero, axis=1)
     return X, empty
 
@@ -665,14 +647,19 @@ def _empty_spheres(spec, img, masker):
     return [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]]
 
 
-def _drop_spheres(spec, idx):
-    idx = sorted(set(idx))
+def _drop_regions(spec, idx):
+    """Remove regions ``idx`` from ``spec`` (in place); return their names."""
+    idx = sorted({int(i) for i in idx})
+    if not idx:
+        return []
     names = [spec["names"][i] for i in idx]
     keep = np.setdiff1d(np.arange(len(spec["names"])), idx)
-    spec["seeds"] = spec["seeds"][keep]
-    spec["pos"] = spec["pos"][keep]
     spec["names"] = [spec["names"][i] for i in keep]
+    spec["pos"] = spec["pos"][keep]
     spec["extra"] = {k: v[keep] for k, v in spec["extra"].items()}
+    for key in ("seeds", "values"):  # per-region arrays of spheres / labels atlases
+        if key in spec:
+            spec[key] = spec[key][keep]
     return names
 
 
@@ -682,20 +669,6 @@ def _replace_seeds(masker, spec):
     new = clone(masker)
     new.seeds = [tuple(s) for s in spec["seeds"]]
     return new
-
-
-def _channels_after(spec):
-    """Names, positions and extra coords of the regions the masker returned."""
-    names = list(spec["names"])
-    pos = np.asarray(spec["pos"], dtype=np.float64)
-    extra = dict(spec["extra"])
-    removed = spec.get("removed", [])
-    if removed:
-        keep = np.setdiff1d(np.arange(len(names)), removed)
-        names = [names[i] for i in keep]
-        pos = pos[keep]
-        extra = {k: v[keep] for k, v in extra.items()}
-    return names, pos, extra
 
 
 # --------------------------------------------------------------------------------------------
@@ -734,13 +707,9 @@ def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None
             path = Path(table)
             if not path.is_file():
                 raise FormatError(f"{path}: ROI time series table not found")
-            sep = "\t" if path.name.lower().endswith(".tsv") else None
-            try:
-                df = pd.read_csv(path, sep=sep, engine="python")
-            except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-                raise FormatError(f"{path}: not a readable CSV/TSV table ({err})") from err
+            df = read_delimited(path, "CSV/TSV table")
             if all(_is_number(c) for c in df.columns):  # no header row
-                df = pd.read_csv(path, sep=sep, engine="python", header=None)
+                df = read_delimited(path, "CSV/TSV table", header=None)
             else:
                 header = [str(c) for c in df.columns]
             source = str(path.resolve())

@@ -131,10 +131,9 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         values = xp.where(undefined[:, None], 0.0, values)
     out = values.astype(np.float32)
 
-    bad = np.asarray(ds["bad"].values, dtype=bool).copy()
+    bad = np.asarray(ds["bad"].values, dtype=bool) | undefined
     undefined_names = [str(c) for c in ds["channel"].values[undefined]]
     if undefined_names:
-        bad[undefined] = True
         what = "constant traces (z-score undefined)" if method == "zscore" else \
             "a baseline F0 <= 0 (dF/F undefined)"
         logger.warning("dff: %d channel(s) have %s; set to 0 and marked bad: %s",
@@ -149,10 +148,7 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         params.update(window_s=window_s, window_samples=win, percentile=percentile)
     elif method == "maximin":
         params.update(window_s=window_s, window_samples=win, sigma=sigma)
-    result.attrs["dff_method"] = method
-    for key, value in params.items():
-        if key != "method":
-            result.attrs[f"dff_{key}"] = value
+    result.attrs.update({f"dff_{key}": value for key, value in params.items()})
     return append_history(result, "dff", **params, undefined_channels=undefined_names)
 
 

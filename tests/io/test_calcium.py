@@ -270,8 +270,9 @@ def test_caiman_bad_file(tmp_path):
 # --------------------------------------------------------------------------------------------
 # NWB
 # --------------------------------------------------------------------------------------------
-def write_nwb(path, traces, *, dff=None, timestamps=False, ophys=True):
-    """An NWB file written with pynwb (keyword arguments, as pynwb 4 requires)."""
+def write_nwb(path, traces, *, dff=None, timestamps=None, ophys=True):
+    """An NWB file written with pynwb (keyword arguments, as pynwb 4 requires); the series
+    carry ``timestamps`` when given, else a rate of FS from 5 s."""
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.ophys import (
         DfOverF,
@@ -302,7 +303,7 @@ def write_nwb(path, traces, *, dff=None, timestamps=False, ophys=True):
     for k, (y, x) in enumerate(traces["med"]):
         mask = [(int(x) + dx, int(y) + dy, 1.0) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
         table.add_roi(pixel_mask=mask, iscell=float(k % 2 == 0))
-    timing = ({"timestamps": np.arange(N_FRAMES) / FS + 5.0} if timestamps
+    timing = ({"timestamps": timestamps} if timestamps is not None
               else {"rate": FS, "starting_time": 5.0})
 
     def add(container, data):
@@ -339,13 +340,25 @@ def test_nwb_reads_back(tmp_path, traces):
                                traces["F"] - 0.7 * traces["Fneu"].astype(np.float64), rtol=1e-5)
     with pytest.raises(FormatError, match="signal='spks' is not available"):
         read_calcium(path, signal="spks")
+    with pytest.raises(FormatError, match=r"available: \['dff', 'F', 'Fc'\]$"):
+        read_calcium(path, signal="C")  # only signal= choices are offered (no 'Fneu')
+
+
+def test_nwb_irregular_timestamps(tmp_path, traces):
+    pytest.importorskip("pynwb")
+    stamps = np.arange(N_FRAMES) / FS + 5.0
+    stamps[600:] += 0.05  # one dropped half frame
+    path = write_nwb(tmp_path / "jitter.nwb", traces, timestamps=stamps)
+    with pytest.raises(DataError, match=r"timestamp steps range over 0\.1\.\.0\.15 s.*"
+                                        "expected a constant frame interval"):
+        read_calcium(path)
 
 
 def test_nwb_timestamps_and_computed_dff(tmp_path, traces):
     pytest.importorskip("pynwb")
     from neurofm.preprocessing.dff import dff
 
-    path = write_nwb(tmp_path / "ts.nwb", traces, timestamps=True)
+    path = write_nwb(tmp_path / "ts.nwb", traces, timestamps=np.arange(N_FRAMES) / FS + 5.0)
     ds = read(path)  # through the registry; no DfOverF: computed from Fluorescence
     raw = read_calcium(path, signal="F")
     assert raw.attrs["sfreq"] == pytest.approx(FS) and raw["time"].values[0] == 5.0

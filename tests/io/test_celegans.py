@@ -157,9 +157,11 @@ def test_resample_matches_the_dataset_rule_downsampling():
     sig = ds["signal"].values.copy()
     sig[2] = np.nan
     ds = ds.assign(signal=(("channel", "time"), sig, ds["signal"].attrs))
-    ds = ds.assign_coords(recorded=("channel", np.array([True, True, False, True])))
+    ds = ds.assign_coords(recorded=("channel", np.array([True, True, False, True])),
+                          frame=("time", np.arange(700)))  # integer: cannot be interpolated
     before = ds.copy(deep=True)
     out = resample_celegans(ds)
+    assert "frame" not in out.coords and history(out)[-1]["params"]["dropped"] == ["frame"]
     grid, expected = homogenize(t, sig.astype(np.float64).T)
     validate(out)
     np.testing.assert_allclose(out["time"].values, grid)

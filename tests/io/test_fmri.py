@@ -117,6 +117,22 @@ def test_maps_atlas_equals_nilearn(functional):
                                atol=0.3)
 
 
+def test_empty_maps_are_dropped_and_recorded(functional, caplog):
+    from nilearn.maskers import NiftiMapsMasker
+
+    img = nib.load(functional)
+    grid = np.indices(img.shape[:3]).astype(float)
+    blob = np.exp(-((grid[0] - 8) ** 2 + (grid[1] - 10) ** 2 + (grid[2] - 1) ** 2) / 8.0)
+    maps_img = nib.Nifti1Image(np.stack([blob, np.zeros_like(blob)], -1), img.affine)
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        ds = read_fmri(functional, atlas=maps_img, labels=["blob", "void"], standardize=None)
+    expected = NiftiMapsMasker(maps_img, standardize=None).fit_transform(img)
+    assert list(ds["channel"].values) == ["blob"] and ds["ch_pos"].shape == (1, 3)
+    np.testing.assert_allclose(ds["signal"].values, expected.T[:1], rtol=1e-5)
+    assert history(ds)[-1]["params"]["empty_parcels"] == ["void"]
+    assert "void" in caplog.text
+
+
 def test_power_spheres_equal_nilearn_and_empty_spheres_are_reported(functional, caplog):
     from nilearn.datasets import fetch_coords_power_2011
     from nilearn.maskers import NiftiSpheresMasker
