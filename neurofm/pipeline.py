@@ -17,6 +17,7 @@ this module is what it and the ``neurofm preprocess`` command share:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -113,8 +114,6 @@ def load_config(config, *, snakefile=None):
     NeurofmError
         Naming the config file, the offending key, what was expected and what was found.
     """
-    import copy
-
     import yaml
 
     source = "config"
@@ -166,8 +165,6 @@ def _validate_schema(cfg, schema, source):
 
 def _fill_defaults(instance, schema):
     """Set the schema's defaults, recursing into mappings (a null section stays null)."""
-    import copy
-
     for key, sub in (schema.get("properties") or {}).items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
@@ -204,7 +201,7 @@ def _check_semantics(cfg, source):
     if bp and bp.get("l_freq") is None and bp.get("h_freq") is None:
         raise NeurofmError(f"{source}: bandpass needs l_freq and/or h_freq (or set bandpass: "
                            "null to skip it)")
-    if cfg.get("reference") is not None and modality not in ("eeg",):
+    if cfg.get("reference") is not None and modality != "eeg":
         raise NeurofmError(f"{source}: reference applies to EEG only; found reference="
                            f"{cfg['reference']!r} with modality {modality!r} (set it to null)")
     if cfg.get("dff") is not None and modality != "calcium":
@@ -252,9 +249,9 @@ def discover(config):
     -------
     recordings : pandas.DataFrame
         One row per recording: ``subject``, ``session``, ``task``, ``run`` (labels, "" where
-        a file name has no such entity), ``path`` (input file or folder), ``atlas`` (fMRI,
-        with placeholders filled), ``id`` (the file stem and store id, e.g.
-        ``sub-01_task-rest``). Sorted by the entities.
+        a file name has no such entity), ``path`` (input file or folder), ``atlas`` and
+        ``labels`` (fMRI, with placeholders filled; "" when not set), ``id`` (the file stem
+        and store id, e.g. ``sub-01_task-rest``). Sorted by the entities.
 
     Raises
     ------
@@ -278,9 +275,9 @@ def discover(config):
             rows = _suite2p_rows(root)
         else:
             rows = _bids_rows(root, modality, config)
-    df = pd.DataFrame(rows, columns=["subject", "session", "task", "run", "path"])
-    for key, wanted in (("subject", config.get("subjects")), ("session", config.get("sessions")),
-                        ("task", config.get("tasks")), ("run", config.get("runs"))):
+    df = pd.DataFrame(rows, columns=[*ENTITIES, "path"])
+    for key in ENTITIES:  # the subjects / sessions / tasks / runs selections
+        wanted = config.get(f"{key}s")
         if wanted not in (None, "all"):
             values = [str(v) for v in wanted]
             df = df[[_label_match(v, values) for v in df[key]]]
@@ -296,15 +293,13 @@ def discover(config):
             "several inputs have the same subject/session/task/run and would write the same "
             f"outputs: {sorted(dupes['path'])[:4]}; select one with subjects/sessions/tasks/"
             "runs or fmri.space")
-    df["id"] = [recording_id(r) for r in df.itertuples()]
-    atlas = (config.get("fmri") or {}).get("atlas")
-    df["atlas"] = [_fill(atlas, r, config) if atlas else "" for r in df.itertuples()]
+    df["id"] = [STEM.format(**wildcards_of(r)) for r in df.itertuples()]
+    fmri = config.get("fmri") or {}
+    for key in ("atlas", "labels"):
+        template = fmri.get(key)
+        df[key] = [_fill(f"fmri.{key}", template, r, config) if template else ""
+                   for r in df.itertuples()]
     return df.sort_values(list(ENTITIES)).reset_index(drop=True)
-
-
-def recording_id(row):
-    """Store id and file stem of a discovered recording, e.g. ``sub-01_task-rest``."""
-    return STEM.format(**wildcards_of(row))
 
 
 def wildcards_of(row):
@@ -338,13 +333,14 @@ def labels_of(wildcards):
     return out
 
 
-def _fill(template, row, config):
+def _fill(name, template, row, config):
+    """``template`` with the recording's entities and ``bids_root`` filled in."""
     values = {k: getattr(row, k) for k in ENTITIES}
     values["bids_root"] = config.get("bids_root", "")
     try:
         return str(template).format(**values)
     except (KeyError, IndexError) as err:
-        raise NeurofmError(f"fmri.atlas {template!r}: unknown placeholder {err}; use "
+        raise NeurofmError(f"{name} {template!r}: unknown placeholder {err}; use "
                            "{subject}, {session}, {task}, {run} or {bids_root}") from None
 
 
@@ -370,8 +366,12 @@ def _input_row(item):
                                "mapping {path: ..., subject: ...}")
     if not path.exists():
         raise FormatError(f"inputs: {path} not found")
-    return {"subject": ents.get("subject", ""), "session": ents.get("session", ""),
-            "task": ents.get("task", ""), "run": ents.get("run", ""), "path": str(path)}
+    return _row(ents, path)
+
+
+def _row(entities, path):
+    """A :func:`discover` row: the BIDS entities ("" when absent) and the input path."""
+    return {**{k: entities.get(k, "") for k in ENTITIES}, "path": str(path)}
 
 
 def _bids_rows(root, modality, config):
@@ -384,11 +384,7 @@ def _bids_rows(root, modality, config):
         space = config["fmri"].get("space")
         if space:
             recs = recs[recs["space"] == space]
-    rows = []
-    for r in recs.itertuples():
-        rows.append({"subject": r.subject, "session": r.session, "task": r.task,
-                     "run": r.run, "path": r.path})
-    return rows
+    return [_row(r, r["path"]) for r in recs.to_dict("records")]
 
 
 def _suite2p_rows(root):
@@ -408,9 +404,7 @@ def _suite2p_rows(root):
         if not plane.is_dir():
             logger.warning("%s: no plane0 folder; skipped", here)
             continue
-        rows.append({"subject": ents.get("subject", ""), "session": ents.get("session", ""),
-                     "task": ents.get("task", ""), "run": ents.get("run", ""),
-                     "path": str(plane)})
+        rows.append(_row(ents, plane))
         dirnames[:] = []
     return rows
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from ._logging import logger
 from ._version import __version__
 from .errors import NeurofmError
-from .store import open_recording
+from .pipeline import STEM, labels_of
+from .store import index_store, open_recording, write_recording
 
 __all__ = [
     "apply_chain",
@@ -46,19 +47,12 @@ __all__ = [
 DEFAULT_PICK = {"eeg": "eeg", "meg": "meg"}
 
 
-def write_zarr(ds, path, *, attrs=None):
+def write_zarr(ds, path, *, attrs=None, **kwargs):
     """Write a pipeline output with :func:`neurofm.store.write_recording` (atomic), stamped
-    with the neurofm version and the given attrs (``config_hash`` ...)."""
-    from .store import write_recording
-
+    with the neurofm version and the given attrs (``config_hash`` ...); ``kwargs`` go to
+    ``write_recording`` (``chunk_seconds``, ``compressor``)."""
     return Path(write_recording(ds, path, attrs={**(attrs or {}),
-                                                 "neurofm_version": __version__}))
-
-
-def _entity_attrs(wildcards):
-    from .pipeline import labels_of
-
-    return labels_of(wildcards)
+                                                 "neurofm_version": __version__}, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +101,7 @@ def read_step(source, output, *, modality, wildcards, read=None, pick=None, fmri
         ds = read_calcium(source, signal=read.get("signal", "Fc"), fs=read.get("fs"))
     else:
         raise NeurofmError(f"modality must be eeg, meg, fmri or calcium; got {modality!r}")
-    ds.attrs.update(_entity_attrs(wildcards))
+    ds.attrs.update(labels_of(wildcards))
     write_zarr(ds, output, attrs={"config_hash": config_hash, "pipeline_step": "read"})
     logger.info("read %s -> %s (%d channels x %d samples at %g Hz)", source, output,
                 ds.sizes["channel"], ds.sizes["time"], ds.attrs["sfreq"])
@@ -204,8 +198,6 @@ def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, thr
     """
     import dask
 
-    from .store import write_recording
-
     store = dict(store or {})
     output = Path(output)
     ds = open_recording(source)
@@ -221,10 +213,10 @@ def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, thr
             write_zarr(pre, ckpt)
             out = apply_chain(open_recording(ckpt, chunks={}), {"scale": steps.get("scale")},
                               modality=modality)
-            out.attrs.update({"config_hash": config_hash, "neurofm_version": __version__,
-                              "pipeline_step": "preprocess"})
-            write_recording(out, output, chunk_seconds=store.get("chunk_seconds"),
-                            compressor=store.get("compressor"))
+            write_zarr(out, output, attrs={"config_hash": config_hash,
+                                           "pipeline_step": "preprocess"},
+                       chunk_seconds=store.get("chunk_seconds"),
+                       compressor=store.get("compressor"))
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
     logger.info("preprocessed %s -> %s", source, output)
@@ -240,7 +232,10 @@ def qc_step(raw, preprocessed, output, *, title, qc=None):
 
 
 def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pipeline"):
-    """Write the summary page of a run (one row per recording, links to its report)."""
+    """Write the summary page of a run (one row per recording, links to its report).
+
+    ``splits`` maps each recording id to its split (train / val / test).
+    """
     from .viz.qc import summary_report
 
     rows = []
@@ -248,7 +243,7 @@ def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pip
         ds = open_recording(path)
         rows.append({"id": rec_id, "report": os.path.relpath(report, Path(output).parent),
                      "subject": ds.attrs.get("subject", ""),
-                     "split": splits.get(ds.attrs.get("subject", ""), ""),
+                     "split": splits.get(rec_id, ""),
                      "modality": ds.attrs.get("modality", ""),
                      "n_channels": int(ds.sizes["channel"]), "n_times": int(ds.sizes["time"]),
                      "sfreq": float(ds.attrs["sfreq"]),
@@ -256,8 +251,8 @@ def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pip
     summary_report(rows, output, title=title)
 
 
-def manifest_step(recordings, output, *, ids, split=None, config_hash="", config=None):
-    """Write the manifest of the store the preprocess jobs filled, with a subject split.
+def manifest_step(recordings, output, *, ids, splits, config_hash="", config=None):
+    """Write the manifest of the store the preprocess jobs filled, with its split.
 
     Parameters
     ----------
@@ -268,34 +263,25 @@ def manifest_step(recordings, output, *, ids, split=None, config_hash="", config
         complete recordings).
     ids : sequence of str
         Store id of each recording.
-    split : dict
-        ``store.split`` config: train, val, test fractions and seed (by subject).
+    splits : dict of str -> str
+        Recording id -> "train" | "val" | "test" (drawn by subject with
+        :func:`neurofm.pipeline.assign_splits`, so a subject's recordings share a split).
     config_hash : str
         Fingerprint of the whole pipeline config, written to ``<store>/pipeline.json``.
     config : dict, optional
         The config itself, kept in ``pipeline.json`` for provenance.
     """
-    from .pipeline import assign_splits
-    from .store import index_store
-
-    split = dict(split or {})
     root = Path(output).parent
-    subjects = {}
     for rec_id, path in zip(ids, recordings):
         path = Path(path)
         if path.parent.resolve() != root.resolve() or path.name != f"{rec_id}.zarr":
             raise NeurofmError(f"{path}: store recordings must be {root}/<id>.zarr")
-        subjects[rec_id] = str(open_recording(path).attrs.get("subject", ""))
-    splits = assign_splits(list(subjects.values()), train=split.get("train", 0.6),
-                           val=split.get("val", 0.2), test=split.get("test", 0.2),
-                           seed=split.get("seed", 0))
     with open(root / "pipeline.json", "w") as fid:
         json.dump({"config_hash": config_hash, "neurofm_version": __version__,
                    "config": config, "splits": splits, "recordings": list(ids)}, fid,
                   indent=2, default=str)
     # the manifest is written last and atomically: the store lists complete recordings only
-    store = index_store(root, ids=list(ids),
-                        splits={i: splits[subj] for i, subj in subjects.items()})
+    store = index_store(root, ids=list(ids), splits=splits)
     manifest = store.manifest
     counts = manifest["split"].value_counts().to_dict()
     logger.info("store %s: %d recordings, splits %s", root, len(manifest), counts)
@@ -339,8 +325,6 @@ def run_script(smk, step):
     as failed and, with ``--keep-going``, finishes the others.
     """
     log = smk.log[0] if len(smk.log) else None
-    from .pipeline import STEM
-
     wc = dict(smk.wildcards.items()) if hasattr(smk.wildcards, "items") else {}
     what = STEM.format(**wc) if "subject" in wc else "all recordings"
     p = smk.params
@@ -362,7 +346,7 @@ def run_script(smk, step):
                 summary_step(list(smk.input.reports), list(smk.input.recordings),
                              smk.output[0], ids=p.ids, splits=p.splits, title=p.title)
             elif step == "manifest":
-                manifest_step(list(smk.input), smk.output[0], ids=p.ids, split=p.split,
+                manifest_step(list(smk.input), smk.output[0], ids=p.ids, splits=p.splits,
                               config_hash=p.config_hash, config=p.config)
             else:
                 raise NeurofmError(f"unknown pipeline step {step!r}")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._bundled import package_file, spkit_eeg
+from ._bundled import package_file, pyedflib_file, spkit_eeg
 from ._logging import logger, use_log_level
 from ._version import __version__
 from .errors import NeurofmError
@@ -140,6 +140,17 @@ def _write_json(path, obj):
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def _derivative(root, pipeline, name, description):
+    """Create ``derivatives/<pipeline>`` with its BIDS dataset_description.json; return it."""
+    folder = root / "derivatives" / pipeline
+    _write_json(folder / "dataset_description.json", {
+        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "neurofm.sample_data", "Version": __version__,
+                         "Description": description}],
+    })
+    return folder
+
+
 def _build(root):
     root.mkdir(parents=True)
     _write_json(root / "dataset_description.json", {
@@ -209,8 +220,6 @@ def _eeg(root):
     })
     for sub, name, ext, rate in (("02", "test_generator.edf", ".edf", 200.0),
                                  ("03", "test_generator.bdf", ".bdf", 1000.0)):
-        from ._bundled import pyedflib_file
-
         src = pyedflib_file(name)
         dst = root / f"sub-{sub}" / "eeg" / f"sub-{sub}_task-generator_eeg{ext}"
         dst.parent.mkdir(parents=True)
@@ -265,14 +274,9 @@ def _meg(root):
 def _fmri(root):
     import nibabel as nib
 
-    deriv = root / "derivatives" / "fmriprep"
-    _write_json(deriv / "dataset_description.json", {
-        "Name": "nitime BOLD runs in fMRIPrep layout", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "neurofm.sample_data", "Version": __version__,
-                         "Description": "nitime's fmri1/fmri2.nii.gz copied under fMRIPrep "
-                                        "names; confounds computed from the BOLD data"}],
-    })
+    deriv = _derivative(root, "fmriprep", "nitime BOLD runs in fMRIPrep layout",
+                        "nitime's fmri1/fmri2.nii.gz copied under fMRIPrep names; confounds "
+                        "computed from the BOLD data")
     func = deriv / "sub-06" / "func"
     func.mkdir(parents=True)
     masks = []
@@ -343,15 +347,10 @@ def _atlas(root, img, mask):
                 sel = (np.isin(ix[0], xs) & np.isin(ix[1], ys) & np.isin(ix[2], zs)) & mask
                 labels[sel] = label
                 names.append(f"grid_x{a}_y{b}_z{c}")
-    out = root / "derivatives" / "atlas"
-    _write_json(out / "dataset_description.json", {
-        "Name": "generated grid parcellation", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "neurofm.sample_data", "Version": __version__,
-                         "Description": "2 x 2 x 3 grid over the nitime BOLD field of view, "
-                                        "restricted to voxels above 30% of the maximum mean "
-                                        "intensity; GENERATED, not an anatomical atlas"}],
-    })
+    out = _derivative(root, "atlas", "generated grid parcellation",
+                      "2 x 2 x 3 grid over the nitime BOLD field of view, restricted to voxels "
+                      "above 30% of the maximum mean intensity; GENERATED, not an anatomical "
+                      "atlas")
     anat = out / "sub-06" / "anat"
     anat.mkdir(parents=True)
     nib.save(nib.Nifti1Image(labels, img.affine), anat / "sub-06_desc-grid12_dseg.nii.gz")
@@ -364,15 +363,9 @@ def _calcium(root):
     fs, seconds, n_cells, tau = 10.0, 180.0, 24, 1.0
     n = int(fs * seconds)
     kernel = np.exp(-np.arange(int(6 * tau * fs)) / (tau * fs))
-    out = root / "derivatives" / "suite2p"
-    _write_json(out / "dataset_description.json", {
-        "Name": "generated calcium imaging (suite2p layout)", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "neurofm.sample_data", "Version": __version__,
-                         "Description": "Poisson spike trains convolved with an exponential "
-                                        "kernel (tau 1 s) plus neuropil (0.7 x shared noise); "
-                                        "GENERATED, not a real recording"}],
-    })
+    out = _derivative(root, "suite2p", "generated calcium imaging (suite2p layout)",
+                      "Poisson spike trains convolved with an exponential kernel (tau 1 s) plus "
+                      "neuropil (0.7 x shared noise); GENERATED, not a real recording")
     for sub, seed in (("07", 7), ("08", 8), ("09", 9)):
         rng = np.random.default_rng(seed)
         rates = rng.uniform(0.05, 0.5, (n_cells, 1))                  # Hz

@@ -130,9 +130,7 @@ def with_time_axis(ds, time, variables, *, sfreq=None):
         if name == "time" or "time" in var.dims:
             continue
         keep[name] = var
-    missing = [n for n, v in ds.data_vars.items() if "time" in v.dims and n not in variables]
-    missing += [n for n, v in ds.coords.items() if n != "time" and "time" in v.dims
-                and n not in variables]
+    missing = [n for n in time_variables(ds) if n not in variables]
     if missing:
         raise NeurofmError(f"internal: no replacement given for time variables {missing}")
     data_vars = {}

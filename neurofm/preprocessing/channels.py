@@ -88,7 +88,6 @@ def pick(ds, ch_type=None, *, exclude_bad=True, channels=None):
             f"{sorted(set(types))} and {int(np.sum(ds['bad'].values))} bad channel(s)"
         )
     out = ds.isel(channel=np.asarray(idx, dtype=int))
-    out.attrs = dict(ds.attrs)
     return append_history(out, "pick", ch_type=wanted_types, exclude_bad=exclude_bad,
                           channels=[str(c) for c in names[idx]])
 
@@ -209,6 +208,5 @@ def crop(ds, tmin=None, tmax=None, *, include_tmax=True):
         t_first, t_last = float(t[idx[0]]), float(t[idx[-1]])
         ev = (onset >= t_first - 0.5 / sfreq) & (onset <= t_last + 0.5 / sfreq)
         out = out.isel(event=np.flatnonzero(ev))
-    out.attrs = dict(ds.attrs)
     return append_history(out, "crop", tmin=tmin, tmax=tmax, include_tmax=include_tmax,
                           n_times=len(idx))

@@ -36,7 +36,6 @@ __all__ = ["filter", "notch", "resample"]
 NON_DATA_CH_TYPES = ("stim",)
 
 
-
 def _data_rows(ds):
     types = [str(t) for t in ds["ch_type"].values]
     return np.array([i for i, t in enumerate(types) if t not in NON_DATA_CH_TYPES], dtype=int)
@@ -65,9 +64,15 @@ def _mne_call(func, fun, *args, **kwargs):
         raise NeurofmError(f"{func}: MNE rejected the parameters: {err}") from err
 
 
-def _apply_rows(ds, block_fun, *, depth, min_chunk, func):
-    """Run ``block_fun(float64 (channel, time) array) -> same shape`` on the signal."""
+def _apply_rows(ds, rows, block_fun, *, depth, min_chunk, func):
+    """Run ``block_fun(float64 (channel, time) array) -> same shape`` on the signal.
+
+    ``block_fun`` filters the data ``rows`` (:func:`_data_rows`); without any, the signal is
+    returned as it is.
+    """
     sig = ds["signal"]
+    if not len(rows):
+        return sig.data
     axis = time_axis(sig)
 
     def run(block):
@@ -144,10 +149,7 @@ iir_params, pad
         return mne.filter.filter_data(x, sfreq, l_freq, h_freq, picks=rows, pad=pad,
                                       copy=False, verbose="error", **common)
 
-    if len(rows):
-        data = _apply_rows(ds, block_fun, depth=depth, min_chunk=min_chunk, func=func)
-    else:
-        data = ds["signal"].data
+    data = _apply_rows(ds, rows, block_fun, depth=depth, min_chunk=min_chunk, func=func)
     out = replace_signal(ds, data)
     return append_history(out, "filter", l_freq=l_freq, h_freq=h_freq, pad=pad,
                           n_taps=(None if method == "iir" else int(depth)), **common)
@@ -226,8 +228,7 @@ def notch(ds, freqs, *, notch_widths=None, trans_bandwidth=1.0, method="fir",
             picks=rows, copy=False, phase=phase, fir_window=fir_window,
             fir_design=fir_design, pad=pad, verbose="error")
 
-    data = (_apply_rows(ds, block_fun, depth=depth, min_chunk=min_chunk, func=func)
-            if len(rows) else ds["signal"].data)
+    data = _apply_rows(ds, rows, block_fun, depth=depth, min_chunk=min_chunk, func=func)
     out = replace_signal(ds, data)
     return append_history(out, "notch", freqs=freq_arr.tolist(), notch_widths=widths.tolist(),
                           trans_bandwidth=trans_bandwidth, method=method,

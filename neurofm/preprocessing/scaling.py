@@ -55,12 +55,24 @@ def zscore(ds, dim="time", *, ddof=0):
     return append_history(out, "zscore", dim=dim, ddof=ddof)
 
 
-def _quantiles(sig, q, dim="time"):
-    """Exact per-channel quantiles (linear interpolation) of a numpy- or dask-backed signal."""
+def _quantiles(sig, q):
+    """Exact per-channel percentiles ``q`` (linear interpolation) of a numpy- or dask-backed
+    (channel, time) signal, as a float64 array of shape (len(q), n_channels)."""
     if is_lazy(sig):
         # exact quantiles need all of a channel's samples together: one channel per chunk
         sig = sig.chunk({"channel": 1, "time": -1})
-    return sig.quantile(np.asarray(q) / 100.0, dim=dim).compute()
+    q = sig.quantile(np.asarray(q) / 100.0, dim="time").compute()
+    return np.asarray(q.transpose("quantile", "channel").values, dtype=np.float64)
+
+
+def _channel_stats(ds, lo, hi, func):
+    """Median and IQR of each channel of one recording over time (the "channel" method)."""
+    names = [str(c) for c in ds["channel"].values]
+    qv = _quantiles(ds["signal"], [lo, 50.0, hi])
+    if not np.all(np.isfinite(qv)):
+        bad = [names[i] for i in np.flatnonzero(~np.isfinite(qv).all(axis=0))]
+        raise DataError(f"{func}: signal must be finite; channels {bad[:5]} hold NaN/Inf")
+    return _stats_dataset(names, qv[1], qv[2] - qv[0], "channel", (lo, hi), 1)
 
 
 def _check_quantile_range(quantile_range, func):
@@ -113,13 +125,7 @@ def robust_scale(ds, stats=None, *, quantile_range=(25.0, 75.0)):
     check_recording(ds, func)
     names = [str(c) for c in ds["channel"].values]
     if stats is None:
-        lo, hi = _check_quantile_range(quantile_range, func)
-        q = _quantiles(ds["signal"], [lo, 50.0, hi])
-        qv = np.asarray(q.transpose("quantile", "channel").values, dtype=np.float64)
-        if not np.all(np.isfinite(qv)):
-            bad = [names[i] for i in np.flatnonzero(~np.isfinite(qv).all(axis=0))]
-            raise DataError(f"{func}: signal must be finite; channels {bad[:5]} hold NaN/Inf")
-        stats = _stats_dataset(names, qv[1], qv[2] - qv[0], "channel", (lo, hi), 1)
+        stats = _channel_stats(ds, *_check_quantile_range(quantile_range, func), func)
     else:
         stats = _check_stats(stats, names, func)
     median = stats["median"].sel(channel=names).values
@@ -197,8 +203,7 @@ def robust_scale_stats(recordings, *, method="subject_means", quantile_range=(25
                 f"(missing {sorted(set(names) - set(other))[:5]}, extra "
                 f"{sorted(set(other) - set(names))[:5]}); pick the same channels first")
     if method == "channel":
-        _, stats = robust_scale(recordings[0], quantile_range=(lo, hi))
-        return stats
+        return _channel_stats(recordings[0], lo, hi, func)
     if method == "subject_means":
         means = np.stack([
             np.asarray(ds["signal"].sel(channel=names).astype(np.float64).mean("time").values)
@@ -209,8 +214,7 @@ def robust_scale_stats(recordings, *, method="subject_means", quantile_range=(25
         pooled = xr.concat([ds["signal"].sel(channel=names).astype(np.float64)
                             .drop_vars([c for c in ds["signal"].coords if c != "channel"])
                             for ds in recordings], dim="time")
-        q = _quantiles(pooled, [lo, 50.0, hi])
-        qv = np.asarray(q.transpose("quantile", "channel").values)
+        qv = _quantiles(pooled, [lo, 50.0, hi])
         median, iqr = qv[1], qv[2] - qv[0]
     if not (np.all(np.isfinite(median)) and np.all(np.isfinite(iqr))):
         raise DataError(f"{func}: the recordings hold NaN/Inf; statistics are not finite")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..errors import NeurofmError
+from ..errors import NeurofmError, SchemaError
+from ..schema import history
 
 __all__ = [
     "carpet_figure",
@@ -164,8 +165,8 @@ def _table(rows, header):
 
 def _history_table(ds):
     try:
-        steps = json.loads(ds.attrs.get("history", "[]"))
-    except ValueError:
+        steps = history(ds)
+    except SchemaError:
         steps = []
     rows = [(html.escape(s.get("step", "")),
              f"<code>{html.escape(json.dumps(s.get('params', {}), default=str)[:400])}</code>")

@@ -3,9 +3,9 @@
 
 
 def _atlas_inputs(wildcards):
-    """The atlas image/table as an input when it is a file (so editing it reruns the job)."""
-    atlas = recording(wildcards).atlas
-    return [atlas] if atlas and os.path.isfile(atlas) else []
+    """The atlas and its labels table as inputs when they are files (editing them reruns)."""
+    rec = recording(wildcards)
+    return [path for path in (rec.atlas, rec.labels) if path and os.path.isfile(path)]
 
 
 rule fmri_read:
@@ -18,7 +18,8 @@ rule fmri_read:
         modality="fmri",
         read=CFG["read"],
         pick=None,
-        fmri=lambda w: {**CFG["fmri"], "atlas": recording(w).atlas},
+        fmri=lambda w: {**CFG["fmri"], "atlas": recording(w).atlas,
+                        "labels": recording(w).labels},
         config_hash=READ_HASH,
     log:
         f"{OUT}/logs/fmri_read/{STEM}.log",

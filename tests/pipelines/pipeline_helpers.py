@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import yaml
@@ -15,12 +14,8 @@ def example_config(name, sample_root, out_dir, **overrides):
     """An example config of pipelines/config pointed at ``sample_root`` and ``out_dir``."""
     with open(CONFIGS / f"{name}_example.yaml") as fid:
         cfg = yaml.safe_load(fid)
-    cfg = copy.deepcopy(cfg)
     cfg["bids_root"] = str(sample_root)
     cfg["out_dir"] = str(out_dir)
-    if cfg.get("fmri", {}).get("labels"):
-        cfg["fmri"]["labels"] = str(Path(sample_root) / "derivatives" / "atlas" / "sub-06"
-                                    / "anat" / "sub-06_desc-grid12_dseg.tsv")
     cfg.update(overrides)
     return cfg
 

@@ -90,7 +90,9 @@ def test_discover_sample(sample_root, tmp_path, name, expected):
     for r in recs.itertuples():
         assert STEM.format(**wildcards_of(r)) == r.id
     if name == "fmri":
-        assert all(a.endswith("sub-06_desc-grid12_dseg.nii.gz") for a in recs["atlas"])
+        atlas = sample_root / "derivatives" / "atlas" / "sub-06" / "anat"
+        assert list(recs["atlas"]) == [str(atlas / "sub-06_desc-grid12_dseg.nii.gz")] * 2
+        assert list(recs["labels"]) == [str(atlas / "sub-06_desc-grid12_dseg.tsv")] * 2
 
 
 def test_discover_filters_and_inputs(sample_root, tmp_path):

@@ -7,6 +7,7 @@ suite2p folders.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -56,6 +57,10 @@ def _check_store(out_dir, modality, n):
     m = store.manifest
     assert len(m) == n and set(m["modality"]) == {modality}
     assert set(m["split"]) <= {"train", "val", "test"}
+    # every subject in exactly one split (the fMRI sample has two runs of one subject)
+    assert m.groupby("subject")["split"].nunique().max() == 1
+    provenance = json.loads((out_dir / "store" / "pipeline.json").read_text())
+    assert provenance["splits"] == dict(zip(m["id"], m["split"]))
     for rec_id in store.ids:
         ds = store.open(rec_id)
         validate(ds, name=rec_id)
@@ -90,9 +95,6 @@ def test_eeg_end_to_end(eeg_run):
     assert ds.attrs["sfreq"] == 100.0 and ds.sizes["channel"] == 14
     assert [h["step"] for h in history(ds)][-5:] == ["notch", "filter", "resample",
                                                      "rereference", "robust_scale"]
-    # every subject in exactly one split
-    m = store.manifest
-    assert m.groupby("subject")["split"].nunique().max() == 1
     html = (work / "out" / "qc" / "sub-01_task-rest_qc.html").read_text()
     assert "Power spectral density" in html and "data:image/png;base64" in html
 

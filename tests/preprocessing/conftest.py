@@ -1,4 +1,5 @@
-"""Fixtures of the preprocessing tests: real EEG in memory and opened lazily from a store."""
+"""Fixtures of the preprocessing tests: real EEG in memory and opened lazily from a store,
+and the check that a function gives the same result on a dask-backed input."""
 
 from __future__ import annotations
 
@@ -47,3 +48,24 @@ def eeg_1k():
     return make_recording(x, channel=[f"E{i}" for i in range(8)], sfreq=1000.0,
                           modality="eeg", subject="gen")
 
+
+def _assert_lazy_matches(func, eager, lazy, **tolerance):
+    """``func(lazy)`` stays dask-backed and its signal equals ``func(eager)``'s.
+
+    Exactly equal, or within ``numpy.testing.assert_allclose(**tolerance)`` when tolerances
+    are given. Returns both outputs (lazy first) for further checks.
+    """
+    out = func(lazy)
+    assert out["signal"].chunks is not None, "a dask-backed input must give a lazy output"
+    ref = func(eager)
+    if tolerance:
+        np.testing.assert_allclose(out["signal"].values, ref["signal"].values, **tolerance)
+    else:
+        np.testing.assert_array_equal(out["signal"].values, ref["signal"].values)
+    return out, ref
+
+
+@pytest.fixture
+def assert_lazy_matches():
+    """The lazy-equals-in-memory check, ``assert_lazy_matches(func, eager, lazy, **tol)``."""
+    return _assert_lazy_matches

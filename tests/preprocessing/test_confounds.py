@@ -50,12 +50,8 @@ def test_subset_of_columns(fmri):
                                atol=1e-4 * np.abs(ref).max())
 
 
-def test_lazy(fmri):
-    lazy = fmri.chunk({"time": 10})
-    out = clean_confounds(lazy)
-    assert out["signal"].chunks is not None
-    np.testing.assert_allclose(out["signal"].values, clean_confounds(fmri)["signal"].values,
-                               rtol=1e-5, atol=1e-3)
+def test_lazy(fmri, assert_lazy_matches):
+    assert_lazy_matches(clean_confounds, fmri, fmri.chunk({"time": 10}), rtol=1e-5, atol=1e-3)
 
 
 def test_errors(fmri):

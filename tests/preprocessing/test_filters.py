@@ -44,11 +44,8 @@ def test_filter_does_not_mutate_input(eeg):
     assert eeg.attrs["history"] == hist
 
 
-def test_filter_lazy_from_store_matches_in_memory(eeg, eeg_lazy):
-    out = filter(eeg_lazy, 1.0, 40.0)
-    assert out["signal"].chunks is not None, "filter must stay lazy on dask input"
-    ref = filter(eeg, 1.0, 40.0)["signal"].values
-    np.testing.assert_allclose(out["signal"].values, ref, rtol=0, atol=1e-4)
+def test_filter_lazy_from_store_matches_in_memory(eeg, eeg_lazy, assert_lazy_matches):
+    assert_lazy_matches(lambda ds: filter(ds, 1.0, 40.0), eeg, eeg_lazy, rtol=0, atol=1e-4)
 
 
 def test_filter_lazy_iir_close_to_in_memory(eeg, eeg_lazy):
@@ -151,12 +148,9 @@ def test_resample_matches_raw_resample(eeg):
                                atol=1e-4)
 
 
-def test_resample_lazy_polyphase_exact(eeg_1k):
-    lazy = eeg_1k.chunk({"time": 3000})
-    out = resample(lazy, 250.0, method="polyphase")
-    assert out["signal"].chunks is not None
-    ref = resample(eeg_1k, 250.0, method="polyphase")
-    np.testing.assert_allclose(out["signal"].values, ref["signal"].values, rtol=0, atol=1e-4)
+def test_resample_lazy_polyphase_exact(eeg_1k, assert_lazy_matches):
+    out, ref = assert_lazy_matches(lambda ds: resample(ds, 250.0, method="polyphase"), eeg_1k,
+                                   eeg_1k.chunk({"time": 3000}), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(out["time"].values, ref["time"].values)
 
 

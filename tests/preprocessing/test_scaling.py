@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.stats
+import xarray as xr
 from sklearn.preprocessing import RobustScaler
 
 from neurofm.errors import DataError, NeurofmError
@@ -32,10 +33,8 @@ def test_zscore_constant_channel_is_zero(small_recording):
     np.testing.assert_array_equal(out["signal"].values[2], 0.0)
 
 
-def test_zscore_lazy(eeg, eeg_lazy):
-    out = zscore(eeg_lazy)
-    assert out["signal"].chunks is not None
-    np.testing.assert_allclose(out["signal"].values, zscore(eeg)["signal"].values, atol=1e-5)
+def test_zscore_lazy(eeg, eeg_lazy, assert_lazy_matches):
+    assert_lazy_matches(zscore, eeg, eeg_lazy, atol=1e-5)
 
 
 def test_robust_scale_equals_sklearn(eeg):
@@ -46,6 +45,7 @@ def test_robust_scale_equals_sklearn(eeg):
                                atol=1e-5)
     np.testing.assert_allclose(stats["median"].values, scaler.center_)
     np.testing.assert_allclose(stats["iqr"].values, scaler.scale_)
+    xr.testing.assert_identical(robust_scale_stats(eeg, method="channel"), stats)
     assert history(out)[-1]["step"] == "robust_scale"
     validate(out)
 

@@ -63,12 +63,9 @@ def test_temporal_resample_random_start_is_seeded(fmri_like):
     assert 0 <= start <= 250 - 180
 
 
-def test_temporal_resample_lazy(fmri_like):
-    lazy = fmri_like.chunk({"time": 50})
-    out = temporal_resample(lazy, 60, 3, start=0)
-    assert out["signal"].chunks is not None
-    np.testing.assert_array_equal(out["signal"].values,
-                                  temporal_resample(fmri_like, 60, 3, start=0)["signal"].values)
+def test_temporal_resample_lazy(fmri_like, assert_lazy_matches):
+    assert_lazy_matches(lambda ds: temporal_resample(ds, 60, 3, start=0), fmri_like,
+                        fmri_like.chunk({"time": 50}))
 
 
 def test_temporal_resample_errors(fmri_like):
@@ -87,10 +84,8 @@ def test_windows(eeg):
     assert history(w)[-1]["params"]["n_windows"] == 15
 
 
-def test_windows_lazy(eeg, eeg_lazy):
-    w = windows(eeg_lazy, 2.0, 0.5)
-    assert w["signal"].chunks is not None
-    np.testing.assert_array_equal(w["signal"].values, windows(eeg, 2.0, 0.5)["signal"].values)
+def test_windows_lazy(eeg, eeg_lazy, assert_lazy_matches):
+    assert_lazy_matches(lambda ds: windows(ds, 2.0, 0.5), eeg, eeg_lazy)
 
 
 def test_windows_too_long(eeg):
