@@ -2,7 +2,7 @@
 
 The EEG chain of ``pipelines/`` (read -> pick -> notch 50/100 Hz -> band-pass 0.5-40 Hz ->
 resample 1000 -> 250 Hz -> average reference -> robust scaling -> store) runs through
-``neurofm.pipeline.run_pipeline`` (``python -m snakemake``) on GENERATED 64-channel 1 kHz EEG
+``neurofm.pipelines.run_pipeline`` (``python -m snakemake``) on GENERATED 64-channel 1 kHz EEG
 (1/f noise plus a 10 Hz rhythm and 50 Hz line noise, written as FIF), once with ``--cores 1``
 and once with ``--cores 2`` (one job per recording; QC reports off). Prints seconds of wall
 time per hour of recording and the scaling ratio t(1 core) / t(2 cores), and, for reference,
@@ -61,7 +61,7 @@ def config(paths, out_dir):
 
 
 def run(paths, work, cores):
-    from neurofm.pipeline import run_pipeline
+    from neurofm.pipelines import run_pipeline
 
     out = work / f"out-{cores}"
     shutil.rmtree(out, ignore_errors=True)

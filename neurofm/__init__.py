@@ -13,16 +13,19 @@ import importlib
 
 from ._logging import set_log_level
 from ._version import __version__
-from .errors import DataError, FormatError, NeurofmError, SchemaError
+from .errors import DataError, FormatError, NeurofmError, NeurofmWarning, SchemaError
 
 __all__ = [
     "DataError",
     "FormatError",
     "NeurofmError",
+    "NeurofmWarning",
     "SchemaError",
     "__version__",
     "analysis",
+    "datasets",
     "io",
+    "pipelines",
     "preprocessing",
     "schema",
     "set_log_level",
@@ -30,7 +33,8 @@ __all__ = [
     "viz",
 ]
 
-_SUBMODULES = {"schema", "io", "store", "preprocessing", "analysis", "viz", "cli"}
+_SUBMODULES = {"schema", "io", "store", "preprocessing", "analysis", "viz", "cli", "pipelines",
+               "datasets"}
 
 
 def __getattr__(name):

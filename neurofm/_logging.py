@@ -1,13 +1,31 @@
-"""The package logger, ``verbose=`` handling and progress bars."""
+"""The package logger, ``verbose=`` handling, warnings and progress bars.
+
+Like MNE's: the ``neurofm`` logger writes to stderr at WARNING by default (the environment
+variable ``NEUROFM_LOGGING_LEVEL`` or :func:`set_log_level` change that), ``verbose=`` on a
+public function sets the level for that call, and :func:`warn` emits a
+:class:`~neurofm.errors.NeurofmWarning` through :mod:`warnings` (so pytest, filters and
+notebooks see it) unless the current level is above WARNING.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from contextlib import contextmanager
 
 logger = logging.getLogger("neurofm")
-logger.addHandler(logging.NullHandler())
+_FORMAT = "%(levelname)s [neurofm] %(message)s"
+
+
+def _install_handler():
+    """One stderr handler on the ``neurofm`` logger (idempotent)."""
+    if not any(getattr(h, "_neurofm", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler._neurofm = True
+        logger.addHandler(handler)
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -45,16 +63,46 @@ def set_log_level(verbose=True):
     """
     level = _level(verbose)
     logger.setLevel(level)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler)
-               for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s [neurofm] %(message)s"))
-        logger.addHandler(handler)
+    _install_handler()
+
+
+def warn(message, category=None, *, stacklevel=None):
+    """Warn the user about the data or the parameters (a :class:`NeurofmWarning`).
+
+    The warning goes through :mod:`warnings`, attributed to the first frame outside neurofm
+    (so it points at the user's call), and is skipped when the ``neurofm`` logger's level is
+    above WARNING (``verbose="error"``).
+
+    Parameters
+    ----------
+    message : str
+        What happened, naming the file or parameter.
+    category : type of Warning, optional
+        Default :class:`~neurofm.errors.NeurofmWarning`.
+    stacklevel : int, optional
+        Explicit stack level; by default the first caller outside the package.
+    """
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    if category is None:
+        from .errors import NeurofmWarning
+
+        category = NeurofmWarning
+    if stacklevel is None:
+        package = os.path.dirname(os.path.abspath(__file__))
+        frame, stacklevel = sys._getframe(1), 2
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+                package):
+            frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, category, stacklevel=stacklevel)
 
 
 @contextmanager
 def use_log_level(verbose):
-    """Temporarily set the logger level inside a function taking ``verbose=``."""
+    """Temporarily set the logger level inside a function taking ``verbose=``.
+
+    ``verbose=None`` keeps the current level (WARNING unless changed).
+    """
     level = _level(verbose)
     if level is None:
         yield
@@ -85,3 +133,8 @@ def progress(iterable=None, *, verbose=None, total=None, desc=None, unit="it"):
         disable = verbose is False or (isinstance(verbose, str) and verbose.lower() in
                                        ("warning", "error", "critical"))
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False)
+
+
+_install_handler()
+_env_level = os.environ.get("NEUROFM_LOGGING_LEVEL")
+logger.setLevel(_level(_env_level) if _env_level else logging.WARNING)

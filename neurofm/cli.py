@@ -111,7 +111,7 @@ def _cmd_info(args):
 
 def _info_store(args):
     from .store import describe, open_store
-    from .summary import format_store
+    from .store.summary import format_store
 
     store = open_store(args.path)
     if args.json:
@@ -139,7 +139,7 @@ def _info_bids(args):
 
 def _info_recording(args):
     from .io import find_reader, read
-    from .summary import format_recording, summarize_recording
+    from .store.summary import format_recording, summarize_recording
 
     path = Path(args.path)
     # a summary needs no samples: electrophysiology files are opened without loading them
@@ -159,9 +159,9 @@ def _info_recording(args):
 # convert
 # --------------------------------------------------------------------------------------------
 def _cmd_convert(args):
-    from .convert import convert_bids, convert_files
     from .io.bids import is_bids_root
-    from .summary import format_store
+    from .store.convert import convert_bids, convert_files
+    from .store.summary import format_store
 
     verbose = False if args.quiet else None
     kw = {k: v for k, v in (("montage", args.montage), ("modality", args.modality))
@@ -187,10 +187,10 @@ def _cmd_convert(args):
 
 
 # --------------------------------------------------------------------------------------------
-# pipelines and sample data (implemented in neurofm.pipeline / neurofm.sample_data)
+# pipelines and sample data (implemented in neurofm.pipelines / neurofm.datasets)
 # --------------------------------------------------------------------------------------------
 def _cmd_preprocess(args):
-    from .pipeline import run_pipeline
+    from .pipelines import run_pipeline
 
     extra = [a for a in args.snakemake_args if a != "--"]
     return run_pipeline(args.config, cores=args.cores, dry_run=args.dry_run,
@@ -198,7 +198,7 @@ def _cmd_preprocess(args):
 
 
 def _cmd_sample_data(args):
-    from .sample_data import make_sample_data
+    from .datasets import make_sample_data
 
     out = make_sample_data(args.out, overwrite=args.overwrite)
     print(f"sample BIDS dataset ready in {out}")

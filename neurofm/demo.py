@@ -35,10 +35,10 @@ def run_demo(out="demo_out", *, window_s=2.0, n_windows=256, seed=0, verbose=Non
     -------
     store : neurofm.store.Store
     """
-    from ._bundled import pyedflib_file, spkit_eeg
+    from .datasets import pyedflib_file, spkit_eeg
     from .io import read_ephys
     from .store import write_store
-    from .summary import format_recording, format_store, summarize_recording
+    from .store.summary import format_recording, format_store, summarize_recording
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,3 +42,11 @@ class FormatError(NeurofmError, ValueError):
 
 class DataError(NeurofmError, ValueError):
     """Values are unusable: NaN/Inf, inconsistent shapes, wrong sampling rates."""
+
+
+class NeurofmWarning(UserWarning):
+    """Category of every warning neurofm emits about the data or the parameters.
+
+    Filter it like any warning (``warnings.simplefilter("error", NeurofmWarning)``), or pass
+    ``verbose="error"`` to a neurofm function to silence its warnings.
+    """

@@ -14,7 +14,7 @@ settings.load_profile("neurofm")
 @pytest.fixture(scope="session")
 def spkit_eeg():
     """spkit's REAL 14-channel Emotiv EEG (128 Hz, 16 s, uV) as a canonical recording."""
-    from neurofm._bundled import spkit_eeg
+    from neurofm.datasets import spkit_eeg
 
     return spkit_eeg()
 
@@ -22,7 +22,7 @@ def spkit_eeg():
 @pytest.fixture(scope="session")
 def edf_path():
     """pyedflib's REAL EDF+ file (11 channels, 200 Hz, 600 s, 2 annotations)."""
-    from neurofm._bundled import pyedflib_file
+    from neurofm.datasets import pyedflib_file
 
     return pyedflib_file("test_generator.edf")
 
@@ -30,7 +30,7 @@ def edf_path():
 @pytest.fixture(scope="session")
 def bdf_path():
     """pyedflib's REAL BDF+ file with mixed per-channel rates (500-1000 Hz)."""
-    from neurofm._bundled import pyedflib_file
+    from neurofm.datasets import pyedflib_file
 
     return pyedflib_file("test_generator.bdf")
 

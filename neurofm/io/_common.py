@@ -1,9 +1,11 @@
-"""Helpers shared by the readers: delimited tables and regular time axes."""
+"""Helpers shared by the readers: delimited tables, regular time axes, non-finite values."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_option
+from .._logging import warn
 from ..errors import DataError, FormatError
 
 __all__ = []
@@ -60,3 +62,52 @@ def regular_step(time, what, *, rtol, expected):
         raise DataError(f"{what} steps range over {steps.min():.6g}..{steps.max():.6g} s around "
                         f"a median of {step:.6g} s; expected {expected}")
     return step
+
+
+#: Accepted values of every reader's ``on_nonfinite=``.
+NONFINITE_POLICIES = ("raise", "warn")
+
+
+def check_nonfinite(data, channels, source, on_nonfinite="raise"):
+    """Apply the readers' one policy for NaN / Inf samples.
+
+    Parameters
+    ----------
+    data : numpy.ndarray of shape (n_channels, n_times)
+        The signal as read (not modified).
+    channels : sequence of str of length n_channels
+        Channel names, for the message.
+    source : str | os.PathLike
+        The file (or series) read, for the message.
+    on_nonfinite : "raise" | "warn"
+        "raise" (default): :class:`~neurofm.errors.DataError`. "warn": a
+        :class:`~neurofm.errors.NeurofmWarning`, and the affected channels are returned so the
+        reader marks them bad (their values are kept as read).
+
+    Returns
+    -------
+    bad : numpy.ndarray of shape (n_channels,), bool
+        Channels holding at least one non-finite sample (all False when there are none).
+
+    Raises
+    ------
+    DataError
+        Non-finite samples and ``on_nonfinite="raise"``.
+    """
+    check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+    finite = np.isfinite(data)
+    if finite.all():
+        return np.zeros(data.shape[0], dtype=bool)
+    n_bad = (~finite).sum(axis=1)
+    bad = n_bad > 0
+    names = [str(c) for c, b in zip(channels, bad) if b]
+    shown = ", ".join(f"{c} ({int(n)})" for c, n in zip(names, n_bad[bad]))
+    if len(names) > 10:
+        shown = ", ".join(shown.split(", ")[:10]) + f", ... ({len(names)} channels)"
+    message = (f"{source}: {int(n_bad.sum())} non-finite (NaN/Inf) sample(s) in "
+               f"{len(names)} channel(s): {shown}")
+    if on_nonfinite == "raise":
+        raise DataError(message + '; pass on_nonfinite="warn" to keep the recording with '
+                        "these channels marked bad")
+    warn(message + "; these channels are marked bad")
+    return bad

@@ -1,6 +1,6 @@
 """BIDS datasets: parse entities, follow sidecars and list the recordings of a tree.
 
-Converting a whole dataset into a store is :func:`neurofm.convert.convert_bids`.
+Converting a whole dataset into a store is :func:`neurofm.store.convert.convert_bids`.
 
 A small entity parser (no pybids / mne-bids dependency) covers what neurofm reads:
 ``sub-<label>[/ses-<label>]/{eeg,meg,ieeg,func}/`` recordings and fMRIPrep derivatives

@@ -169,7 +169,7 @@ def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscel
 
 
 def _to_dff(ds, path, **dff_kwargs):
-    from ..preprocessing.dff import dff
+    from .._dff import dff
 
     logger.info("%s: computing dF/F (%s)", path, dff_kwargs)
     return dff(ds, **dff_kwargs)

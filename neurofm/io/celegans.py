@@ -276,7 +276,7 @@ def resample_celegans(ds, dt=RESAMPLE_DT):
     """
     import xarray as xr
 
-    from ..preprocessing._base import time_variables, with_time_axis
+    from .._dataset import time_variables, with_time_axis
 
     if not isinstance(ds, xr.Dataset) or "signal" not in ds or "time" not in ds.coords:
         raise NeurofmError(f"resample_celegans: ds must be a recording with a signal (channel, "

@@ -7,9 +7,9 @@ import numbers
 import numpy as np
 import xarray as xr
 
+from .._dataset import check_channels_exist, check_recording, replace_signal, sfreq_of
 from ..errors import DataError, NeurofmError
 from ..schema import CH_TYPES, append_history
-from ._base import check_channels_exist, check_recording, replace_signal, sfreq_of
 
 __all__ = ["crop", "pick", "rereference"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dataset import check_recording, replace_signal
 from ..errors import DataError, NeurofmError
 from ..schema import append_history
-from ._base import check_recording, replace_signal
 
 __all__ = ["clean_confounds"]
 

@@ -15,10 +15,7 @@ from fractions import Fraction
 import numpy as np
 
 from .._checks import check_option, check_positive
-from .._logging import logger
-from ..errors import NeurofmError
-from ..schema import append_history
-from ._base import (
+from .._dataset import (
     check_finite,
     check_recording,
     is_lazy,
@@ -29,6 +26,9 @@ from ._base import (
     time_variables,
     with_time_axis,
 )
+from .._logging import logger
+from ..errors import NeurofmError
+from ..schema import append_history
 
 __all__ = ["filter", "notch", "resample"]
 

@@ -14,10 +14,10 @@ import numpy as np
 import xarray as xr
 
 from .._checks import check_option
+from .._dataset import check_recording, is_lazy, replace_signal
 from .._logging import logger
 from ..errors import DataError, NeurofmError
 from ..schema import append_history
-from ._base import check_recording, is_lazy, replace_signal
 
 __all__ = ["robust_scale", "robust_scale_stats", "zscore"]
 

@@ -7,9 +7,9 @@ import numbers
 import numpy as np
 import xarray as xr
 
+from .._dataset import check_recording, is_lazy, sfreq_of, time_variables, with_time_axis
 from ..errors import DataError, NeurofmError
 from ..schema import append_history
-from ._base import check_recording, is_lazy, sfreq_of, time_variables, with_time_axis
 
 __all__ = ["clip_frame_indices", "temporal_resample", "windows"]
 

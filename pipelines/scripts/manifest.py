@@ -1,5 +1,5 @@
-"""Snakemake script of the manifest step: see neurofm.pipeline_steps.manifest_step."""
+"""Snakemake script of the manifest step: see neurofm.pipelines.steps.manifest_step."""
 
-from neurofm.pipeline_steps import run_script
+from neurofm.pipelines.steps import run_script
 
 run_script(snakemake, "manifest")  # noqa: F821 - `snakemake` is injected by Snakemake

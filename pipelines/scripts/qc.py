@@ -1,5 +1,5 @@
-"""Snakemake script of the qc step: see neurofm.pipeline_steps.qc_step."""
+"""Snakemake script of the qc step: see neurofm.pipelines.steps.qc_step."""
 
-from neurofm.pipeline_steps import run_script
+from neurofm.pipelines.steps import run_script
 
 run_script(snakemake, "qc")  # noqa: F821 - `snakemake` is injected by Snakemake

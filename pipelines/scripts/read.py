@@ -1,5 +1,5 @@
-"""Snakemake script of the read step: see neurofm.pipeline_steps.read_step."""
+"""Snakemake script of the read step: see neurofm.pipelines.steps.read_step."""
 
-from neurofm.pipeline_steps import run_script
+from neurofm.pipelines.steps import run_script
 
 run_script(snakemake, "read")  # noqa: F821 - `snakemake` is injected by Snakemake

@@ -1,5 +1,5 @@
-"""Snakemake script of the summary step: see neurofm.pipeline_steps.summary_step."""
+"""Snakemake script of the summary step: see neurofm.pipelines.steps.summary_step."""
 
-from neurofm.pipeline_steps import run_script
+from neurofm.pipelines.steps import run_script
 
 run_script(snakemake, "summary")  # noqa: F821 - `snakemake` is injected by Snakemake

@@ -15,13 +15,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurofm._bundled import package_file
-from neurofm.convert import convert_bids
+from neurofm.datasets import package_file
 from neurofm.errors import FormatError, NeurofmError
 from neurofm.io.bids import find_recordings, parse_entities, sidecar_metadata
 from neurofm.io.ephys import read_ephys, to_mne
 from neurofm.io.fmri import read_fmri
 from neurofm.store import open_store
+from neurofm.store.convert import convert_bids
 
 PREPROC = "sub-02_ses-1_task-rest_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
 

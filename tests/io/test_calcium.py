@@ -15,7 +15,7 @@ import pickle
 import numpy as np
 import pytest
 
-from neurofm._bundled import package_file
+from neurofm.datasets import package_file
 from neurofm.errors import DataError, FormatError
 from neurofm.io import read
 from neurofm.io._pickle import load_npy, restricted_load

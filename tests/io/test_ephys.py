@@ -98,7 +98,7 @@ def test_pyedflib_bdf_mixed_rates_recorded(bdf_path):
 
 @pytest.mark.parametrize("name", ["test_utf8.edf", "test_subsecond.edf"])
 def test_pyedflib_annotations(name):
-    from neurofm._bundled import pyedflib_file
+    from neurofm.datasets import pyedflib_file
 
     path = pyedflib_file(name)
     ds = read_ephys(path)

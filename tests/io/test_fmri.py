@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurofm._bundled import package_file
+from neurofm.datasets import package_file
 from neurofm.errors import DataError, FormatError, NeurofmError
 from neurofm.io import read
 from neurofm.io.fmri import read_fmri, read_roi_timeseries

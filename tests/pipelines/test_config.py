@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pipeline_helpers import CONFIGS, example_config
 
 from neurofm.errors import FormatError, NeurofmError
-from neurofm.pipeline import (
+from neurofm.pipelines import (
     STEM,
     assign_splits,
     config_hash,

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from neurofm._bundled import spkit_eeg
+from neurofm.datasets import make_sample_data, spkit_eeg
 from neurofm.errors import NeurofmError
-from neurofm.sample_data import make_sample_data
 
 
 def _mtimes(root):

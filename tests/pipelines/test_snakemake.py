@@ -14,7 +14,7 @@ import shutil
 import pytest
 from pipeline_helpers import example_config, write_config
 
-from neurofm.pipeline import run_pipeline
+from neurofm.pipelines import run_pipeline
 from neurofm.schema import history, validate
 from neurofm.store import open_recording, open_store
 

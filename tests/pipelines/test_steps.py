@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurofm.pipeline_steps import apply_chain, write_zarr
+from neurofm.pipelines.steps import apply_chain, write_zarr
 from neurofm.schema import history, validate
 from neurofm.store import open_recording
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from nilearn.signal import clean
 
-from neurofm._bundled import package_file
+from neurofm.datasets import package_file
 from neurofm.errors import DataError, NeurofmError
 from neurofm.preprocessing import clean_confounds
 from neurofm.schema import history, make_recording, validate

@@ -25,7 +25,7 @@ def fmri_like():
     """Real resting-state ROI series from nitime (250 TRs x 31 ROIs, TR 1.89 s)."""
     import pandas as pd
 
-    from neurofm._bundled import package_file
+    from neurofm.datasets import package_file
 
     table = pd.read_csv(package_file("nitime", "data", "fmri_timeseries.csv"))
     return make_recording(table.to_numpy(dtype=float).T, channel=list(table.columns),

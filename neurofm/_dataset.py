@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..errors import DataError, NeurofmError
-from ..schema import validate
+from .errors import DataError, NeurofmError
+from .schema import validate
 
 __all__ = []
 

@@ -26,11 +26,11 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._logging import logger
-from ._version import __version__
-from .errors import NeurofmError
-from .pipeline import STEM, labels_of
-from .store import index_store, open_recording, write_recording
+from .._logging import logger
+from .._version import __version__
+from ..errors import NeurofmError
+from ..store import index_store, open_recording, write_recording
+from .config import STEM, labels_of
 
 __all__ = [
     "apply_chain",
@@ -77,18 +77,18 @@ def read_step(source, output, *, modality, wildcards, read=None, pick=None, fmri
     config_hash : str
         Fingerprint of these parameters.
     """
-    from .preprocessing import pick as pick_channels
+    from ..preprocessing import pick as pick_channels
 
     read = dict(read or {})
     if modality in ("eeg", "meg"):
-        from .io.ephys import read_ephys
+        from ..io.ephys import read_ephys
 
         ds = read_ephys(source, modality=modality, montage=read.get("montage"), preload=False)
         if pick is not None:  # null in the config keeps every channel
             ch_type = pick.get("ch_type") or DEFAULT_PICK[modality]
             ds = pick_channels(ds, ch_type, exclude_bad=pick.get("exclude_bad", True))
     elif modality == "fmri":
-        from .io.fmri import read_fmri
+        from ..io.fmri import read_fmri
 
         fmri = dict(fmri or {})
         strategy = fmri.get("confounds")
@@ -96,7 +96,7 @@ def read_step(source, output, *, modality, wildcards, read=None, pick=None, fmri
                        confounds="fmriprep" if strategy else None,
                        strategy=tuple(strategy or ()), standardize=fmri.get("standardize"))
     elif modality == "calcium":
-        from .io.calcium import read_calcium
+        from ..io.calcium import read_calcium
 
         ds = read_calcium(source, signal=read.get("signal", "Fc"), fs=read.get("fs"))
     else:
@@ -139,7 +139,7 @@ def apply_chain(ds, steps, *, modality):
     ds : xarray.Dataset
         The processed recording (lazy when the input is).
     """
-    from . import preprocessing as pp
+    from .. import preprocessing as pp
 
     if steps.get("dff"):
         d = steps["dff"]
@@ -224,7 +224,7 @@ def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, thr
 
 def qc_step(raw, preprocessed, output, *, title, qc=None):
     """Write the QC report of one recording (see :func:`neurofm.viz.qc.qc_report`)."""
-    from .viz.qc import qc_report
+    from ..viz.qc import qc_report
 
     qc = dict(qc or {})
     qc_report(open_recording(raw), open_recording(preprocessed), output, title=title,
@@ -236,7 +236,7 @@ def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pip
 
     ``splits`` maps each recording id to its split (train / val / test).
     """
-    from .viz.qc import summary_report
+    from ..viz.qc import summary_report
 
     rows = []
     for rec_id, report, path in zip(ids, reports, recordings):
@@ -265,7 +265,7 @@ def manifest_step(recordings, output, *, ids, splits, config_hash="", config=Non
         Store id of each recording.
     splits : dict of str -> str
         Recording id -> "train" | "val" | "test" (drawn by subject with
-        :func:`neurofm.pipeline.assign_splits`, so a subject's recordings share a split).
+        :func:`neurofm.pipelines.assign_splits`, so a subject's recordings share a split).
     config_hash : str
         Fingerprint of the whole pipeline config, written to ``<store>/pipeline.json``.
     config : dict, optional

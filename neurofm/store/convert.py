@@ -11,10 +11,10 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from ._logging import logger, progress, use_log_level
-from .errors import FormatError, NeurofmError
-from .io.bids import find_recordings, is_bids_root
-from .store import entity_id, is_store, open_store, write_store
+from .._logging import logger, progress, use_log_level
+from ..errors import FormatError, NeurofmError
+from ..io.bids import find_recordings, is_bids_root
+from .core import entity_id, is_store, open_store, write_store
 
 __all__ = ["convert_bids", "convert_files"]
 
@@ -45,7 +45,7 @@ def convert_files(inputs, out, *, strict=False, overwrite=False, chunk_seconds=N
     store : neurofm.store.Store
         With ``store.failures``: a list of ``{"path", "error"}`` for every skipped file.
     """
-    from .io import read
+    from ..io import read
 
     with use_log_level(verbose):
         if is_store(out) and not overwrite:
@@ -185,13 +185,13 @@ def _accepted(func, kwargs):
 def _read_one(rec, atlas, read_kwargs):
     path = rec["path"]
     if rec["datatype"] == "func":
-        from .io.fmri import read_fmri
+        from ..io.fmri import read_fmri
 
         kwargs = _accepted(read_fmri, read_kwargs)
         if rec["confounds"] and "confounds" not in kwargs:
             kwargs["confounds"] = "fmriprep"
         return read_fmri(path, atlas=atlas, **kwargs)
-    from .io import find_reader
+    from ..io import find_reader
 
     reader = find_reader(Path(path)).load()
     kwargs = _accepted(reader, read_kwargs)

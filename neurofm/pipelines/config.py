@@ -27,8 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._logging import logger
-from .errors import FormatError, NeurofmError
+from .._logging import logger
+from ..errors import FormatError, NeurofmError
 
 __all__ = [
     "ENTITIES",
@@ -77,7 +77,7 @@ def default_snakefile():
     FormatError
         When neither the source tree next to the package nor ``./pipelines`` holds one.
     """
-    candidates = [Path(__file__).resolve().parents[1] / "pipelines" / "Snakefile",
+    candidates = [Path(__file__).resolve().parents[2] / "pipelines" / "Snakefile",
                   Path.cwd() / "pipelines" / "Snakefile"]
     for path in candidates:
         if path.is_file():
@@ -228,7 +228,7 @@ def config_hash(params):
     hash : str
         12 hexadecimal characters of the SHA-256 of the canonical JSON.
     """
-    from .schema import to_json_safe
+    from ..schema import to_json_safe
 
     text = json.dumps(to_json_safe(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -352,7 +352,7 @@ def _label_match(value, wanted):
 
 
 def _input_row(item):
-    from .io.bids import parse_entities
+    from ..io.bids import parse_entities
 
     if isinstance(item, dict):
         path = Path(item["path"])
@@ -375,7 +375,7 @@ def _row(entities, path):
 
 
 def _bids_rows(root, modality, config):
-    from .io.bids import find_recordings
+    from ..io.bids import find_recordings
 
     datatype = _MODALITY_DATATYPE[modality]
     recs = find_recordings(root, datatype=datatype, derivatives=(modality == "fmri"))
@@ -389,7 +389,7 @@ def _bids_rows(root, modality, config):
 
 def _suite2p_rows(root):
     """suite2p folders named ``sub-<s>[_ses-<s>]_task-<t>[_run-<r>]_suite2p`` with plane0."""
-    from .io.bids import parse_entities
+    from ..io.bids import parse_entities
 
     rows = []
     for dirpath, dirnames, _ in os.walk(root):

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._logging import logger, progress, use_log_level
-from .errors import DataError, FormatError, NeurofmError
-from .schema import validate
+from .._logging import logger, progress, use_log_level
+from ..errors import DataError, FormatError, NeurofmError
+from ..schema import validate
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -663,7 +663,7 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
         for item, split in zip(progress(recordings, verbose=verbose, desc="writing store",
                                         unit="rec"), splits):
             if not isinstance(item, xr.Dataset):
-                from .io import read
+                from ..io import read
 
                 item = read(item)
             for ds in item if isinstance(item, list) else [item]:

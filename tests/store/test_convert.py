@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from neurofm.convert import convert_files
 from neurofm.errors import FormatError
 from neurofm.store import is_store, open_store
+from neurofm.store.convert import convert_files
 
 
 def test_convert_files_appends_and_reports(tmp_path, edf_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .store import describe
+from .core import describe
 
 __all__ = ["format_recording", "format_store", "summarize_recording"]
 

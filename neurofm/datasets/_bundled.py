@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import FormatError
+from ..errors import FormatError
 
 __all__ = ["package_file", "pyedflib_file", "spkit_eeg", "spkit_eeg_path"]
 
@@ -52,9 +52,9 @@ def spkit_eeg():
     """
     import mne
 
-    from .io._pickle import restricted_load
-    from .io.ephys import resolve_montage_name
-    from .schema import append_history, make_recording
+    from ..io._pickle import restricted_load
+    from ..io.ephys import resolve_montage_name
+    from ..schema import append_history, make_recording
 
     path = spkit_eeg_path()
     with open(path, "rb") as fid:
