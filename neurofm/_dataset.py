@@ -53,10 +53,66 @@ def time_axis(da):
     return da.dims.index("time")
 
 
-def replace_signal(ds, data, *, units=None, drop_ch_units=False):
-    """Return a shallow copy of ``ds`` whose ``signal`` holds ``data`` (same dims).
+def _numpy_buffers(ds):
+    """The numpy arrays behind the non-dask variables of ``ds`` (index coordinates too)."""
+    buffers = []
+    for var in ds.variables.values():
+        if is_lazy(var):
+            continue
+        data = var.data if not isinstance(var, xr.IndexVariable) else np.asarray(var.values)
+        if isinstance(data, np.ndarray) and data.size:
+            buffers.append(data)
+    return buffers
 
-    The caller's Dataset is never modified: the copy owns its attrs and variables.
+
+def unshare(out, *sources):
+    """Return ``out`` with every numpy buffer that may overlap one of ``sources`` copied.
+
+    Preprocessing results must never alias the caller's data: a shallow copy
+    (``Dataset.copy(deep=False)``, ``isel`` with a slice, a kept coordinate) hands the
+    caller's ``bad``, ``ch_pos``, event or signal buffer to the output, so writing into the
+    output would change the input. Only the overlapping variables are copied (cheap for the
+    channel and event coordinates; the signal only when it is a view, as after
+    :func:`~neurofm.preprocessing.crop`). Dask-backed variables hold no buffer and are left
+    as they are; index coordinates are read-only pandas indexes and are kept.
+
+    Parameters
+    ----------
+    out : xarray.Dataset
+        The new recording.
+    *sources : xarray.Dataset
+        The caller's recordings.
+
+    Returns
+    -------
+    out : xarray.Dataset
+        ``out`` itself when nothing overlaps, else a new Dataset with the copies.
+    """
+    src = [b for ds in sources for b in _numpy_buffers(ds)]
+    if not src:
+        return out
+    copies = {}
+    for name, var in out.variables.items():
+        if name in out.xindexes or is_lazy(var):
+            continue
+        data = var.data
+        if isinstance(data, np.ndarray) and any(np.may_share_memory(data, b) for b in src):
+            copies[name] = var.copy(deep=True)
+    if not copies:
+        return out
+    coords = {n: v for n, v in copies.items() if n in out.coords}
+    data_vars = {n: v for n, v in copies.items() if n not in coords}
+    result = out.assign_coords(coords) if coords else out
+    result = result.assign(data_vars) if data_vars else result
+    result.attrs = dict(out.attrs)
+    return result
+
+
+def replace_signal(ds, data, *, units=None, drop_ch_units=False):
+    """Return a copy of ``ds`` whose ``signal`` holds ``data`` (same dims).
+
+    The caller's Dataset is never modified and shares no writable buffer with the result
+    (see :func:`unshare`): the copy owns its attrs and variables.
     """
     out = ds.copy(deep=False)
     out.attrs = dict(ds.attrs)
@@ -66,7 +122,7 @@ def replace_signal(ds, data, *, units=None, drop_ch_units=False):
     if drop_ch_units and "ch_units" in out.coords:
         out = out.drop_vars("ch_units")
     out["signal"] = xr.Variable(ds["signal"].dims, data, attrs)
-    return out
+    return unshare(out, ds)
 
 
 def overlap_apply(data, func, *, depth, axis, min_chunk=None, dtype=np.float32):
@@ -117,7 +173,7 @@ def with_time_axis(ds, time, variables, *, sfreq=None):
     Parameters
     ----------
     ds : xarray.Dataset
-        The original recording (not modified).
+        The original recording (not modified; the result shares no writable buffer with it).
     time : numpy.ndarray of shape (n_times_new,)
         The new time coordinate (float64 seconds).
     variables : dict of str -> (dims, data)
@@ -156,7 +212,7 @@ def with_time_axis(ds, time, variables, *, sfreq=None):
         out.attrs["sfreq"] = float(sfreq)
         if "t_r" in out.attrs:
             out.attrs["t_r"] = 1.0 / float(sfreq)
-    return out
+    return unshare(out, ds)
 
 
 def time_variables(ds):

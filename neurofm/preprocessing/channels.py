@@ -7,7 +7,13 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from .._dataset import check_channels_exist, check_recording, replace_signal, sfreq_of
+from .._dataset import (
+    check_channels_exist,
+    check_recording,
+    replace_signal,
+    sfreq_of,
+    unshare,
+)
 from ..errors import DataError, NeurofmError
 from ..schema import CH_TYPES, append_history
 
@@ -87,7 +93,7 @@ def pick(ds, ch_type=None, *, exclude_bad=True, channels=None):
             f"exclude_bad={exclude_bad}, channels={channels!r}; the recording has types "
             f"{sorted(set(types))} and {int(np.sum(ds['bad'].values))} bad channel(s)"
         )
-    out = ds.isel(channel=np.asarray(idx, dtype=int))
+    out = unshare(ds.isel(channel=np.asarray(idx, dtype=int)), ds)
     return append_history(out, "pick", ch_type=wanted_types, exclude_bad=exclude_bad,
                           channels=[str(c) for c in names[idx]])
 
@@ -208,5 +214,6 @@ def crop(ds, tmin=None, tmax=None, *, include_tmax=True):
         t_first, t_last = float(t[idx[0]]), float(t[idx[-1]])
         ev = (onset >= t_first - 0.5 / sfreq) & (onset <= t_last + 0.5 / sfreq)
         out = out.isel(event=np.flatnonzero(ev))
+    out = unshare(out, ds)  # a slice of the input is a view of its buffers
     return append_history(out, "crop", tmin=tmin, tmax=tmax, include_tmax=include_tmax,
                           n_times=len(idx))

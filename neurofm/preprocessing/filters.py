@@ -24,6 +24,7 @@ from .._dataset import (
     sfreq_of,
     time_axis,
     time_variables,
+    unshare,
     with_time_axis,
 )
 from .._logging import logger
@@ -285,7 +286,8 @@ def resample(ds, sfreq, *, method="fft", npad="auto", window="auto", pad="auto")
     final_len = max(round(new / old * n), 1)
     kwargs = {"method": method, "npad": npad, "window": window, "pad": pad}
     if math.isclose(new, old, rel_tol=1e-9):
-        return append_history(ds, "resample", sfreq=new, from_sfreq=old, noop=True, **kwargs)
+        return append_history(unshare(ds.copy(deep=False), ds), "resample", sfreq=new,
+                              from_sfreq=old, noop=True, **kwargs)
 
     def resample_array(x):
         return _mne_call(func, mne.filter.resample, x, up=new, down=old, verbose="error",

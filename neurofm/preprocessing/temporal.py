@@ -7,7 +7,14 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from .._dataset import check_recording, is_lazy, sfreq_of, time_variables, with_time_axis
+from .._dataset import (
+    check_recording,
+    is_lazy,
+    sfreq_of,
+    time_variables,
+    unshare,
+    with_time_axis,
+)
 from ..errors import DataError, NeurofmError
 from ..schema import append_history
 
@@ -165,5 +172,6 @@ def windows(ds, length_s, stride_s):
         if name != "signal" and "time" not in var.dims:
             out[name] = var.variable
     out.attrs = dict(ds.attrs)
+    out = unshare(out, ds)
     return append_history(out, "windows", length_s=length_s, stride_s=stride_s,
                           n_len=n_len, n_stride=n_stride, n_windows=int(n_win))
