@@ -1,0 +1,76 @@
+"""Collate samples of :class:`~neurofm.data.WindowDataset` into batches.
+
+Recordings with different channel sets are padded along the channel axis and the padding is
+masked (``channel_mask`` False), so one batch can mix EEG montages, MEG systems, fMRI
+parcellations and calcium fields of view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["collate"]
+
+
+def collate(samples):
+    """Stack a list of samples into a batch, padding channels.
+
+    Parameters
+    ----------
+    samples : list of dict
+        Samples of :class:`~neurofm.data.WindowDataset` (``signal`` of shape (C_i, T)).
+
+    Returns
+    -------
+    batch : dict
+        ``signal`` float32 (B, C, T) with C = max C_i (zeros where padded);
+        ``channel_mask`` bool (B, C); ``ch_pos`` float32 (B, C, 3); ``ch_pos_mask`` bool
+        (B, C); ``channel`` / ``ch_type`` lists of B lists of C str ("" where padded);
+        ``recording`` / ``subject`` lists of str; ``sfreq`` float64 (B,); ``start`` int64
+        (B,); ``label`` int64 (B,) when present. Other keys are collated as lists.
+
+    Raises
+    ------
+    DataError
+        Windows of different lengths (e.g. recordings at different sampling rates with
+        ``window_s``): resample the store, or use ``window_samples``.
+    """
+    import torch
+
+    if not samples:
+        raise DataError("collate: no samples")
+    lengths = {int(s["signal"].shape[-1]) for s in samples}
+    if len(lengths) > 1:
+        which = sorted({(s["recording"], int(s["signal"].shape[-1])) for s in samples})[:6]
+        raise DataError(f"collate: windows have different lengths {sorted(lengths)} "
+                        f"(recording, samples): {which}; resample the store to one rate or "
+                        "use window_samples=")
+    n_ch = max(int(s["signal"].shape[0]) for s in samples)
+    n_t = lengths.pop()
+    b = len(samples)
+    signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
+    mask = torch.zeros((b, n_ch), dtype=torch.bool)
+    pos = torch.zeros((b, n_ch, 3), dtype=torch.float32)
+    pos_mask = torch.zeros((b, n_ch), dtype=torch.bool)
+    for k, s in enumerate(samples):
+        c = int(s["signal"].shape[0])
+        signal[k, :c] = s["signal"]
+        mask[k, :c] = s["channel_mask"]
+        pos[k, :c] = s["ch_pos"]
+        pos_mask[k, :c] = s["ch_pos_mask"]
+    batch = {"signal": signal, "channel_mask": mask, "ch_pos": pos, "ch_pos_mask": pos_mask}
+    for key in ("channel", "ch_type"):
+        batch[key] = [list(s[key]) + [""] * (n_ch - len(s[key])) for s in samples]
+    batch["recording"] = [s["recording"] for s in samples]
+    batch["subject"] = [s["subject"] for s in samples]
+    batch["sfreq"] = torch.tensor([s["sfreq"] for s in samples], dtype=torch.float64)
+    batch["start"] = torch.tensor(np.array([s["start"] for s in samples], dtype=np.int64))
+    if "label" in samples[0]:
+        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
+    done = set(batch)
+    for key in samples[0]:
+        if key not in done:
+            batch[key] = [s[key] for s in samples]
+    return batch

@@ -1,0 +1,440 @@
+"""Windows of a store as a map-style torch Dataset.
+
+The index of ``(recording, start)`` pairs is built from the store's manifest (and, for
+event-locked windows or fixed channel sets, the recordings' small metadata arrays); no signal
+is read until ``__getitem__``, which reads through :meth:`neurofm.store.Store.read_window`
+(the store is opened lazily in each DataLoader worker).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .._logging import logger, warn
+from ..errors import DataError, NeurofmError
+from .normalization import NormalizationStats, recording_stats
+
+__all__ = ["WindowDataset"]
+
+
+def _positive(name, value, kind=float):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise NeurofmError(f"{name} must be a positive number; got {value!r}")
+    if kind is int and (not float(value).is_integer()):
+        raise NeurofmError(f"{name} must be a positive integer; got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise NeurofmError(f"{name} must be > 0; got {value!r}")
+    return kind(value)
+
+
+class WindowDataset:
+    """Fixed-length windows cut from the recordings of a store.
+
+    Parameters
+    ----------
+    store : neurofm.store.Store | str | os.PathLike
+        The store (or its path / URL).
+    window_s : float, optional
+        Window length in seconds (``round(window_s * sfreq)`` samples per recording).
+    window_samples : int, optional
+        Window length in samples (the same for every recording). Give exactly one of
+        ``window_s`` / ``window_samples`` (or, for event-locked windows, ``tmax``).
+    stride_s : float, optional
+        Step between window starts on the fixed grid; default the window length
+        (non-overlapping). Ignored with ``random_crop`` and ``events``.
+    split : str | sequence of str | None
+        Manifest ``split`` labels to use ("train", "val", "test"); None uses every recording.
+    modalities : str | sequence of str, optional
+        Keep only these modalities (manifest ``modality``).
+    channels : None | "intersection" | sequence of str
+        None: each recording's own channels (batches are padded by :func:`collate`, with a
+        mask). A list of names: that channel set in that order for every recording; channels
+        a recording lacks are zero-filled and masked (a warning lists them).
+        ``"intersection"``: the channels common to all selected recordings (in the order of
+        the first one).
+    events : dict of str -> int, optional
+        Event description -> integer label: one window per matching event, from
+        ``onset + tmin`` to ``onset + tmax`` (or the window length). Recordings without any
+        of these events are skipped and counted in a warning; windows that would leave the
+        recording are dropped (counted too).
+    tmin, tmax : float
+        Event-locked window bounds in seconds relative to the event onset.
+    random_crop : bool
+        One window per recording per epoch at a random start drawn from
+        ``(seed, epoch, index)`` (see :meth:`set_epoch`), instead of the fixed grid.
+    transform : callable, optional
+        ``transform(sample) -> sample`` applied last (after normalization).
+    normalization : NormalizationStats | str | os.PathLike, optional
+        Statistics (or their JSON file) applied to every window.
+    seed : int
+        Seed of the random crops.
+
+    Notes
+    -----
+    A sample is a dict: ``signal`` float32 tensor (C, T); ``channel_mask`` bool (C,) (False
+    for missing and bad channels); ``ch_pos`` float32 (C, 3) with NaN replaced by 0 and
+    ``ch_pos_mask`` bool (C,) true where the position is known; ``channel`` and ``ch_type``
+    (lists of str); ``recording``, ``subject`` (str); ``sfreq`` (float); ``start`` (int,
+    first sample); ``label`` (int) with ``events``.
+    """
+
+    def __init__(self, store, *, window_s=None, window_samples=None, stride_s=None,
+                 split="train", modalities=None, channels=None, events=None, tmin=0.0,
+                 tmax=None, random_crop=False, transform=None, normalization=None, seed=0):
+        from ..store import Store, open_store
+
+        if isinstance(store, Store):
+            self._store_path, self._storage_options = store.path, store.storage_options
+            opened = store
+        else:
+            self._store_path, self._storage_options = os.fspath(store), {}
+            opened = open_store(store)
+        self._store, self._pid = opened, os.getpid()
+        window_s = _positive("window_s", window_s)
+        window_samples = _positive("window_samples", window_samples, int)
+        stride_s = _positive("stride_s", stride_s)
+        if events is None and tmax is not None:
+            raise NeurofmError("tmax is used with events=; give window_s or window_samples")
+        given = [v is not None for v in (window_s, window_samples, tmax)]
+        if sum(given) != 1:
+            raise NeurofmError("give exactly one of window_s, window_samples (or tmax with "
+                               f"events=); got window_s={window_s!r}, "
+                               f"window_samples={window_samples!r}, tmax={tmax!r}")
+        if transform is not None and not callable(transform):
+            raise NeurofmError(f"transform must be callable; got {type(transform).__name__}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise NeurofmError(f"seed must be an integer; got {seed!r}")
+        self.window_s, self.window_samples, self.stride_s = window_s, window_samples, stride_s
+        self.tmin, self.tmax = float(tmin), None if tmax is None else float(tmax)
+        if self.tmax is not None and self.tmax <= self.tmin:
+            raise NeurofmError(f"tmax must be > tmin; got tmin={tmin!r}, tmax={tmax!r}")
+        self.random_crop, self.transform, self.seed = bool(random_crop), transform, int(seed)
+        self.events = None if events is None else self._check_events(events)
+        if self.events is not None and self.random_crop:
+            raise NeurofmError("random_crop cannot be combined with events=")
+        if isinstance(normalization, (str, os.PathLike)):
+            normalization = NormalizationStats.load(normalization)
+        if normalization is not None and not isinstance(normalization, NormalizationStats):
+            raise NeurofmError("normalization must be NormalizationStats or the path of its "
+                               f"JSON file; got {type(normalization).__name__}")
+        self.normalization = normalization
+        self._epoch = _shared_epoch()
+
+        manifest = opened.manifest
+        self.splits = self._select_splits(manifest, split)
+        if self.splits is not None:
+            manifest = manifest[manifest["split"].isin(self.splits)]
+        if modalities is not None:
+            mods = [modalities] if isinstance(modalities, str) else list(modalities)
+            manifest = manifest[manifest["modality"].isin(mods)]
+        manifest = manifest.reset_index(drop=True)
+        self._rec_ids = [str(i) for i in manifest["id"]]
+        self._subjects = [str(s) for s in manifest["subject"]]
+        self._sfreq = manifest["sfreq"].to_numpy(dtype=np.float64)
+        self._n_times = manifest["n_times"].to_numpy(dtype=np.int64)
+        self._meta = [None] * len(self._rec_ids)
+        self._channels_mode = self._check_channels(channels)
+        self._instance_stats = {}
+        self._build_index()
+        self._target = None
+        if isinstance(self._channels_mode, list):
+            self._target = list(self._channels_mode)
+            self._warn_missing()
+        elif self._channels_mode == "intersection":
+            self._target = self._intersection()
+        logger.info("WindowDataset: %d windows from %d recordings of %s", len(self),
+                    len(self._used_recordings()), self._store_path)
+
+    # ---------------------------------------------------------------- arguments
+    @staticmethod
+    def _select_splits(manifest, split):
+        if split is None:
+            return None
+        wanted = (split,) if isinstance(split, str) else tuple(split)
+        if not all(isinstance(s, str) for s in wanted) or not wanted:
+            raise NeurofmError(f"split must be a str, a sequence of str or None; got {split!r}")
+        return wanted
+
+    @staticmethod
+    def _check_events(events):
+        if not isinstance(events, dict) or not events:
+            raise NeurofmError("events must be a non-empty dict of description -> integer "
+                               f"label; got {events!r}")
+        out = {}
+        for key, label in events.items():
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise NeurofmError(f"events[{key!r}] must be an integer label; got {label!r}")
+            out[str(key)] = int(label)
+        return out
+
+    @staticmethod
+    def _check_channels(channels):
+        if channels is None or channels == "intersection":
+            return channels
+        if isinstance(channels, str):
+            raise NeurofmError('channels must be None, "intersection" or a list of channel '
+                               f"names; got {channels!r}")
+        names = [str(c) for c in channels]
+        if not names:
+            raise NeurofmError("channels must not be empty")
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise NeurofmError(f"channels lists {dup} more than once")
+        return names
+
+    # ---------------------------------------------------------------- metadata
+    def _store_obj(self):
+        if self._store is None or os.getpid() != self._pid:
+            from ..store import Store
+
+            self._store = Store(self._store_path, storage_options=self._storage_options)
+            self._pid = os.getpid()
+        return self._store
+
+    def _metadata(self, rec):
+        """Channel names, types, positions, bad flags (and events) of one recording."""
+        meta = self._meta[rec]
+        if meta is None:
+            ds = self._store_obj().open(self._rec_ids[rec])
+            meta = {
+                "channel": [str(c) for c in ds["channel"].values],
+                "ch_type": [str(t) for t in ds["ch_type"].values],
+                "ch_pos": np.asarray(ds["ch_pos"].values, dtype=np.float64),
+                "bad": np.asarray(ds["bad"].values, dtype=bool),
+                "t0": float(ds["time"][0].values) if ds.sizes["time"] else 0.0,
+            }
+            if "event_onset" in ds:
+                meta["onset"] = np.asarray(ds["event_onset"].values, dtype=np.float64)
+                meta["description"] = [str(d) for d in ds["event_description"].values]
+            else:
+                meta["onset"], meta["description"] = np.zeros(0), []
+            self._meta[rec] = meta
+        return meta
+
+    def _channel_names(self, rec):
+        return self._metadata(rec)["channel"]
+
+    def _window_length(self, rec):
+        if self.window_samples is not None:
+            return self.window_samples
+        if self.tmax is not None:
+            return round((self.tmax - self.tmin) * self._sfreq[rec])
+        return round(self.window_s * self._sfreq[rec])
+
+    # ---------------------------------------------------------------- index
+    def _build_index(self):
+        recs, starts, labels, lengths = [], [], [], []
+        too_short, no_events, dropped = [], 0, 0
+        for rec in range(len(self._rec_ids)):
+            n_times, length = int(self._n_times[rec]), self._window_length(rec)
+            if length < 1:
+                raise DataError(f"recording {self._rec_ids[rec]!r}: the window is "
+                                f"{length} samples at {self._sfreq[rec]} Hz")
+            if self.events is not None:
+                meta = self._metadata(rec)
+                rows = [(o, self.events[d]) for o, d in zip(meta["onset"], meta["description"])
+                        if d in self.events]
+                if not rows:
+                    no_events += 1
+                    continue
+                for onset, label in rows:
+                    start = round((onset - meta["t0"] + self.tmin) * self._sfreq[rec])
+                    if start < 0 or start + length > n_times:
+                        dropped += 1
+                        continue
+                    recs.append(rec)
+                    starts.append(start)
+                    labels.append(label)
+                    lengths.append(length)
+                continue
+            if n_times < length:
+                too_short.append(self._rec_ids[rec])
+                continue
+            if self.random_crop:
+                recs.append(rec)
+                starts.append(-1)
+                lengths.append(length)
+                continue
+            stride = length if self.stride_s is None else round(self.stride_s *
+                                                                  self._sfreq[rec])
+            if stride < 1:
+                raise DataError(f"recording {self._rec_ids[rec]!r}: stride_s={self.stride_s}"
+                                f" is less than one sample at {self._sfreq[rec]} Hz")
+            grid = np.arange(0, n_times - length + 1, stride, dtype=np.int64)
+            recs.extend([rec] * len(grid))
+            starts.extend(grid.tolist())
+            lengths.extend([length] * len(grid))
+        if too_short:
+            warn(f"{len(too_short)} recording(s) shorter than one window were skipped: "
+                 f"{too_short[:10]}")
+        if no_events:
+            warn(f"{no_events} recording(s) without any of the events {sorted(self.events)} "
+                 "were skipped")
+        if dropped:
+            warn(f"{dropped} event-locked window(s) extending beyond their recording were "
+                 "dropped")
+        self._rows_rec = np.asarray(recs, dtype=np.int64)
+        self._rows_start = np.asarray(starts, dtype=np.int64)
+        self._rows_len = np.asarray(lengths, dtype=np.int64)
+        self._rows_label = np.asarray(labels, dtype=np.int64) if self.events else None
+
+    def _used_recordings(self):
+        return sorted(set(self._rows_rec.tolist()))
+
+    def _windows_of(self, rec):
+        return np.flatnonzero(self._rows_rec == rec)
+
+    def _rec_of_row(self, i):
+        return int(self._rows_rec[i])
+
+    def _intersection(self):
+        recs = self._used_recordings()
+        if not recs:
+            return []
+        first = self._channel_names(recs[0])
+        common = set(first)
+        for rec in recs[1:]:
+            common &= set(self._channel_names(rec))
+        target = [c for c in first if c in common]
+        if not target:
+            raise DataError("channels='intersection': the selected recordings share no channel")
+        return target
+
+    def _warn_missing(self):
+        missing = {}
+        for rec in self._used_recordings():
+            have = set(self._channel_names(rec))
+            lost = [c for c in self._target if c not in have]
+            if lost:
+                missing[self._rec_ids[rec]] = lost
+        if missing:
+            shown = "; ".join(f"{r}: {c}" for r, c in list(missing.items())[:10])
+            warn(f"{len(missing)} recording(s) lack some of the requested channels (zero-filled"
+                 f" and masked): {shown}")
+
+    # ---------------------------------------------------------------- epochs
+    def set_epoch(self, epoch):
+        """Set the epoch used by random crops (also seen by running DataLoader workers)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise NeurofmError(f"epoch must be an integer >= 0; got {epoch!r}")
+        self._epoch[0] = int(epoch)
+
+    @property
+    def epoch(self):
+        return int(self._epoch[0])
+
+    # ---------------------------------------------------------------- access
+    def __len__(self):
+        return len(self._rows_rec)
+
+    def _start(self, i):
+        start = int(self._rows_start[i])
+        if start >= 0:
+            return start
+        rec = int(self._rows_rec[i])
+        high = int(self._n_times[rec]) - int(self._rows_len[i]) + 1
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return int(rng.integers(0, high))
+
+    def _raw_window(self, i):
+        rec = int(self._rows_rec[i])
+        start = self._start(i)
+        return self._store_obj().read_window(self._rec_ids[rec], start,
+                                             start + int(self._rows_len[i]))
+
+    def window_info(self, i):
+        """``(recording id, start sample, n_samples)`` of window ``i`` (this epoch)."""
+        i = self._check_index(i)
+        return self._rec_ids[int(self._rows_rec[i])], self._start(i), int(self._rows_len[i])
+
+    def _check_index(self, i):
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise NeurofmError(f"index must be an integer; got {i!r}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window index {i} out of range for {n} windows")
+        return int(i) % n
+
+    def _normalize(self, x, rec):
+        stats = self.normalization
+        if stats is None:
+            return x
+        names = self._channel_names(rec)
+        rec_id = self._rec_ids[rec]
+        if stats.per == "recording" and rec_id not in stats.recordings:
+            entry = self._instance_stats.get(rec)
+            if entry is None:
+                entry = recording_stats(self, rec, stats.method, 1000, self.seed)
+                self._instance_stats[rec] = entry
+            c = np.array([entry["center"][n] for n in names], dtype=np.float32)
+            s = np.array([entry["scale"][n] for n in names], dtype=np.float32)
+            return ((x - c[:, None]) / s[:, None]).astype(np.float32, copy=False)
+        return stats.apply(x, names, rec_id)
+
+    def __getitem__(self, i):
+        import torch
+
+        i = self._check_index(i)
+        rec = int(self._rows_rec[i])
+        start = self._start(i)
+        length = int(self._rows_len[i])
+        meta = self._metadata(rec)
+        x = self._store_obj().read_window(self._rec_ids[rec], start, start + length)
+        x = self._normalize(x, rec)
+        names = meta["channel"]
+        if self._target is None:
+            signal = x
+            mask = ~meta["bad"]
+            pos = meta["ch_pos"]
+            types, channel = list(meta["ch_type"]), list(names)
+        else:
+            where = {n: k for k, n in enumerate(names)}
+            idx = np.array([where.get(n, -1) for n in self._target])
+            have = idx >= 0
+            signal = np.zeros((len(idx), length), dtype=np.float32)
+            signal[have] = x[idx[have]]
+            mask = have.copy()
+            mask[have] &= ~meta["bad"][idx[have]]
+            pos = np.full((len(idx), 3), np.nan)
+            pos[have] = meta["ch_pos"][idx[have]]
+            types = [meta["ch_type"][k] if k >= 0 else "" for k in idx]
+            channel = list(self._target)
+        pos_mask = np.isfinite(pos).all(axis=1)
+        sample = {
+            "signal": torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
+            "channel_mask": torch.from_numpy(np.asarray(mask, dtype=bool).copy()),
+            "ch_pos": torch.from_numpy(np.where(pos_mask[:, None], pos, 0.0).astype(np.float32)),
+            "ch_pos_mask": torch.from_numpy(pos_mask),
+            "channel": channel,
+            "ch_type": types,
+            "recording": self._rec_ids[rec],
+            "subject": self._subjects[rec],
+            "sfreq": float(self._sfreq[rec]),
+            "start": int(start),
+        }
+        if self._rows_label is not None:
+            sample["label"] = int(self._rows_label[i])
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    # ---------------------------------------------------------------- pickling (workers)
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_store"] = None  # reopened lazily in the worker
+        return state
+
+    def __repr__(self):
+        return (f"<WindowDataset {len(self)} windows, {len(self._used_recordings())} "
+                f"recordings, splits={self.splits}, store={self._store_path!r}>")
+
+
+def _shared_epoch():
+    """A one-element int64 tensor in shared memory: set_epoch reaches running workers."""
+    import torch
+
+    return torch.zeros(1, dtype=torch.int64).share_memory_()

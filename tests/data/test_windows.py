@@ -1,0 +1,307 @@
+"""WindowDataset, collate, normalization and subject splits over a real store."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from neurofm.data import (
+    NormalizationStats,
+    WindowDataset,
+    collate,
+    fit_normalization,
+    split_by_subject,
+)
+from neurofm.errors import DataError, FormatError, NeurofmError, NeurofmWarning
+from neurofm.schema import make_recording
+from neurofm.store import write_store
+
+SFREQ = 100.0
+
+
+def _rec(subject, n_times, channels, *, seed, events=None, bad=None, modality="eeg",
+         offset=0.0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((len(channels), n_times)) * (1.0 + np.arange(len(channels)))[:, None]
+    x += offset
+    pos = {c: [0.01 * k, 0.02, 0.03] for k, c in enumerate(channels) if c != "C3"}
+    return make_recording(x.astype(np.float32), channel=channels, sfreq=SFREQ,
+                          modality=modality, subject=subject, task="rest", events=events,
+                          bad=bad, ch_pos=pos)
+
+
+CH_A = ["Fz", "Cz", "Pz", "C3"]
+CH_B = ["Cz", "Pz", "Oz"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    recs = [
+        _rec("01", 1050, CH_A, seed=1, events=[(1.0, 0, "left"), (5.0, 0, "right"),
+                                              (10.3, 0, "left")], bad=["Pz"]),
+        _rec("01", 800, CH_A, seed=2, events=[(2.0, 0, "right")]),
+        _rec("02", 600, CH_B, seed=3, offset=5.0),
+        _rec("03", 90, CH_B, seed=4),  # shorter than one 1-s window
+        _rec("04", 700, CH_A, seed=5, events=[(3.0, 0, "left")]),
+    ]
+    splits = ["train", "train", "train", "test", "val"]
+    return write_store(recs, tmp_path / "store", splits=splits)
+
+
+def _expected_grid(n_times, length, stride):
+    return list(range(0, n_times - length + 1, stride))
+
+
+def test_index_covers_grid_exactly_and_reads_no_signal(store, monkeypatch):
+    calls = []
+    monkeypatch.setattr(type(store), "read_window",
+                        lambda self, *a, **k: calls.append(a) or (_ for _ in ()).throw(
+                            AssertionError("signal read at construction")))
+    with pytest.warns(NeurofmWarning, match="shorter than one window"):
+        ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split=["train", "test"])
+    assert calls == []
+    ids = store.manifest.set_index("id")
+    expected = []
+    for rec_id in store.ids:
+        row = ids.loc[rec_id]
+        if row["split"] not in ("train", "test") or row["n_times"] < 100:
+            continue
+        expected += [(rec_id, s, 100) for s in _expected_grid(int(row["n_times"]), 100, 50)]
+    got = [ds.window_info(i) for i in range(len(ds))]
+    assert got == expected
+    # never crosses a recording boundary
+    n_times = ids["n_times"].to_dict()
+    assert all(s + n <= n_times[r] for r, s, n in got)
+
+
+def test_getitem_values_equal_store_and_metadata(store):
+    ds = WindowDataset(store, window_samples=100, split=["train", "val"])
+    for i in (0, 5, len(ds) - 1):
+        rec_id, start, n = ds.window_info(i)
+        sample = ds[i]
+        rec = store[rec_id]
+        np.testing.assert_array_equal(sample["signal"].numpy(),
+                                      rec["signal"].values[:, start:start + n])
+        assert sample["signal"].dtype == torch.float32
+        assert sample["channel"] == [str(c) for c in rec["channel"].values]
+        assert sample["channel_mask"].tolist() == (~rec["bad"].values).tolist()
+        pos = rec["ch_pos"].values
+        known = np.isfinite(pos).all(axis=1)
+        assert sample["ch_pos_mask"].tolist() == known.tolist()
+        np.testing.assert_allclose(sample["ch_pos"].numpy(), np.where(known[:, None], pos, 0))
+        assert sample["recording"] == rec_id and sample["sfreq"] == SFREQ
+        assert sample["subject"] == rec.attrs["subject"]
+
+
+def test_bad_channel_masked(store):
+    ds = WindowDataset(store, window_s=1.0, split="train")
+    sample = ds[0]
+    assert sample["channel"][2] == "Pz" and not sample["channel_mask"][2]
+    assert sample["channel_mask"][[0, 1, 3]].all()
+
+
+def test_splits_and_modalities(store):
+    val = WindowDataset(store, window_s=1.0, split="val")
+    assert {val.window_info(i)[0] for i in range(len(val))} == {store.ids[4]}
+    both = WindowDataset(store, window_s=1.0, split=["train", "val"], modalities="eeg")
+    assert len(both) > len(val)
+    none = WindowDataset(store, window_s=1.0, split="train", modalities=["fmri"])
+    assert len(none) == 0
+
+
+def test_random_crop_deterministic_per_epoch(store):
+    a = WindowDataset(store, window_s=1.0, split="train", random_crop=True, seed=3)
+    b = WindowDataset(store, window_s=1.0, split="train", random_crop=True, seed=3)
+    assert len(a) == 3  # one crop per (long enough) recording
+    starts0 = [a.window_info(i)[1] for i in range(len(a))]
+    assert starts0 == [b.window_info(i)[1] for i in range(len(b))]
+    torch.testing.assert_close(a[1]["signal"], b[1]["signal"])
+    a.set_epoch(1)
+    starts1 = [a.window_info(i)[1] for i in range(len(a))]
+    assert starts1 != starts0
+    b.set_epoch(1)
+    assert starts1 == [b.window_info(i)[1] for i in range(len(b))]
+    a.set_epoch(0)
+    assert [a.window_info(i)[1] for i in range(len(a))] == starts0
+    for i in range(len(a)):
+        rec_id, start, n = a.window_info(i)
+        assert start >= 0 and start + n <= int(store.manifest.set_index("id").loc[rec_id,
+                                                                               "n_times"])
+
+
+def test_dataloader_workers_equal_single_process(store):
+    from torch.utils.data import DataLoader
+
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.25, split="train", random_crop=False)
+    ref = list(DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate))
+    par = list(DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate,
+                          multiprocessing_context="spawn"))
+    assert len(ref) == len(par)
+    for x, y in zip(ref, par):
+        torch.testing.assert_close(x["signal"], y["signal"], rtol=0, atol=0)
+        assert x["recording"] == y["recording"]
+        assert torch.equal(x["channel_mask"], y["channel_mask"])
+        assert torch.equal(x["start"], y["start"])
+
+
+def test_set_epoch_reaches_persistent_workers(store):
+    from torch.utils.data import DataLoader
+
+    ds = WindowDataset(store, window_s=1.0, split="train", random_crop=True, seed=0)
+    loader = DataLoader(ds, batch_size=8, num_workers=1, collate_fn=collate,
+                        persistent_workers=True)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        batch = next(iter(loader))
+        expected = [ds.window_info(i)[1] for i in range(len(ds))]
+        assert batch["start"].tolist() == expected
+
+
+def test_collate_pads_mixed_channel_sets(store):
+    ds = WindowDataset(store, window_s=1.0, split="train")
+    first_b = next(i for i in range(len(ds)) if ds.window_info(i)[0] == store.ids[2])
+    batch = collate([ds[0], ds[first_b]])
+    assert batch["signal"].shape == (2, 4, 100)
+    assert batch["channel_mask"][1].tolist() == [True, True, True, False]
+    assert batch["channel"][1] == CH_B + [""]
+    torch.testing.assert_close(batch["signal"][1, :3], ds[first_b]["signal"])
+    assert torch.count_nonzero(batch["signal"][1, 3]) == 0
+
+
+def test_fixed_channel_list_reorders_and_masks(store):
+    with pytest.warns(NeurofmWarning, match="lack some of the requested channels"):
+        ds = WindowDataset(store, window_s=1.0, split="train", channels=["Oz", "Cz", "Fz"])
+    i = 0
+    rec_id, start, n = ds.window_info(i)
+    sample = ds[i]
+    rec = store[rec_id]
+    names = [str(c) for c in rec["channel"].values]
+    assert sample["channel"] == ["Oz", "Cz", "Fz"]
+    assert sample["channel_mask"].tolist() == [False, True, True]
+    x = rec["signal"].values[:, start:start + n]
+    np.testing.assert_array_equal(sample["signal"][1].numpy(), x[names.index("Cz")])
+    np.testing.assert_array_equal(sample["signal"][2].numpy(), x[names.index("Fz")])
+    assert not sample["signal"][0].any()
+
+
+def test_intersection(store):
+    ds = WindowDataset(store, window_s=1.0, split="train", channels="intersection")
+    for i in (0, len(ds) - 1):
+        assert ds[i]["channel"] == ["Cz", "Pz"]
+
+
+def test_event_locked_windows(store):
+    with pytest.warns(NeurofmWarning) as rec:
+        ds = WindowDataset(store, events={"left": 0, "right": 1}, tmin=-0.2, tmax=0.8,
+                           split=None)
+    messages = " ".join(str(w.message) for w in rec)
+    assert "without any of the events" in messages  # the two CH_B recordings
+    assert "beyond their recording" in messages  # left at 10.3 s of a 10.5 s recording
+    got = [(ds.window_info(i), ds[i]["label"]) for i in range(len(ds))]
+    ids = store.ids
+    assert got == [((ids[0], 80, 100), 0), ((ids[0], 480, 100), 1), ((ids[1], 180, 100), 1),
+                   ((ids[4], 280, 100), 0)]
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["label"].tolist() == [0, 1, 1, 0]
+
+
+def test_normalization_fitted_on_train_only_and_json_roundtrip(store, tmp_path):
+    train = WindowDataset(store, window_s=1.0, split="train", channels=None)
+    with pytest.raises(NeurofmError, match="train split only"):
+        fit_normalization(WindowDataset(store, window_s=1.0, split=["train", "val"]))
+    stats = fit_normalization(train, method="zscore", max_windows=10_000)
+    # direct computation over exactly the train windows
+    pooled = {}
+    for i in range(len(train)):
+        s = train[i]
+        for name, values in zip(s["channel"], s["signal"].numpy()):
+            pooled.setdefault(name, []).append(values.astype(np.float64))
+    for name, chunks in pooled.items():
+        v = np.concatenate(chunks)
+        assert stats.center[name] == pytest.approx(v.mean(), rel=1e-9)
+        assert stats.scale[name] == pytest.approx(v.std(), rel=1e-9)
+    path = stats.save(tmp_path / "norm.json")
+    loaded = NormalizationStats.load(path)
+    assert loaded == stats
+    val = WindowDataset(store, window_s=1.0, split="val", normalization=path)
+    raw = WindowDataset(store, window_s=1.0, split="val")
+    x, y = val[0], raw[0]
+    c = np.array([stats.center[n] for n in x["channel"]], dtype=np.float32)
+    s = np.array([stats.scale[n] for n in x["channel"]], dtype=np.float32)
+    np.testing.assert_allclose(x["signal"].numpy(), (y["signal"].numpy() - c[:, None])
+                               / s[:, None], rtol=1e-6)
+    with pytest.raises(FormatError, match="not neurofm normalization"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        NormalizationStats.load(bad)
+
+
+def test_robust_and_subject_means(store):
+    train = WindowDataset(store, window_s=1.0, split="train", channels="intersection")
+    robust = fit_normalization(train, method="robust", max_windows=10_000)
+    v = np.concatenate([train[i]["signal"].numpy()[0] for i in range(len(train))])
+    q25, q50, q75 = np.percentile(v.astype(np.float64), [25, 50, 75])
+    assert robust.center["Cz"] == pytest.approx(q50)
+    assert robust.scale["Cz"] == pytest.approx(q75 - q25)
+    with pytest.warns(NeurofmWarning, match=r"scale is 0 for channel\(s\) \['Fz', 'C3', 'Oz'\]"):
+        # Fz, C3 and Oz each belong to one training subject: no spread across subjects
+        jepa = fit_normalization(train, method="subject_means", max_windows=10_000)
+    # each subject's temporal mean of Cz over its windows, then median / IQR across subjects
+    means = {}
+    for i in range(len(train)):
+        s = train[i]
+        means.setdefault(s["subject"], []).append(s["signal"].numpy()[0].astype(np.float64))
+    subject_means = [np.concatenate(m).mean() for m in means.values()]
+    q25, q50, q75 = np.percentile(subject_means, [25, 50, 75])
+    assert jepa.center["Cz"] == pytest.approx(q50)
+    assert jepa.scale["Cz"] == pytest.approx(q75 - q25)
+
+
+def test_per_recording_normalization(store):
+    train = WindowDataset(store, window_s=1.0, split="train")
+    stats = fit_normalization(train, per="recording", max_windows=10_000)
+    assert set(stats.recordings) == {store.ids[0], store.ids[1], store.ids[2]}
+    val = WindowDataset(store, window_s=1.0, split="val", normalization=stats)
+    x = np.concatenate([val[i]["signal"].numpy() for i in range(len(val))], axis=1)
+    np.testing.assert_allclose(x.mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=1), 1, rtol=1e-4)
+
+
+def test_split_by_subject_is_disjoint(store):
+    splits = split_by_subject(store, (0.5, 0.25, 0.25), seed=1)
+    manifest = store.refresh().manifest
+    assert dict(zip(manifest["id"], manifest["split"])) == splits
+    by_subject = manifest.groupby("subject")["split"].nunique()
+    assert (by_subject == 1).all()
+    assert sorted(set(splits.values())) == ["test", "train", "val"]
+    assert splits == split_by_subject(store, (0.5, 0.25, 0.25), seed=1)
+
+
+def test_bad_arguments(store):
+    with pytest.raises(NeurofmError, match="exactly one"):
+        WindowDataset(store, window_s=1.0, window_samples=100)
+    with pytest.raises(NeurofmError, match="window_s must be > 0"):
+        WindowDataset(store, window_s=-1.0)
+    with pytest.raises(NeurofmError, match="channels"):
+        WindowDataset(store, window_s=1.0, channels="all")
+    with pytest.raises(NeurofmError, match="events"):
+        WindowDataset(store, window_s=1.0, events=["left"])
+    ds = WindowDataset(store, window_s=1.0)
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    with pytest.raises(NeurofmError, match="index must be an integer"):
+        ds[1.5]
+    with pytest.raises(DataError, match="different lengths"):
+        a = ds[0]
+        b = dict(a, signal=a["signal"][:, :50])
+        collate([a, b])
+
+
+def test_no_warning_on_clean_selection(store):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WindowDataset(store, window_s=1.0, split="val")
