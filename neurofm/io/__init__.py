@@ -1,22 +1,36 @@
 """Readers that turn recording files into the canonical Dataset.
 
 :func:`read` dispatches by file extension (or, for directories, by what the directory holds)
-to the reader registered for it. Each format module registers itself in ``_BUILTIN`` below by
-dotted path, so nothing heavy (MNE, nilearn, pynwb) is imported until a file is read.
+to the reader registered for it and returns one Dataset; :func:`read_all` returns a list for
+any file (one Dataset per recording it holds). Each format module registers itself in
+``_BUILTIN`` below by dotted path, so nothing heavy (MNE, nilearn, pynwb) is imported until a
+file is read; every reader is also reachable as ``neurofm.io.<name>`` (imported on first
+access).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FormatError
+from ..errors import FormatError, NeurofmError
 
-__all__ = [
-    "find_reader", "from_mne", "read", "read_ephys", "readers", "register_reader", "to_mne",
-]
+#: Public functions of the format modules, imported on first access as ``neurofm.io.<name>``.
+_LAZY = {
+    "read_ephys": "ephys", "from_mne": "ephys", "to_mne": "ephys",
+    "read_fmri": "fmri", "read_roi_timeseries": "fmri",
+    "read_calcium": "calcium",
+    "read_celegans": "celegans", "resample_celegans": "celegans",
+    "find_recordings": "bids", "is_bids_root": "bids", "parse_entities": "bids",
+    "sidecar_metadata": "bids",
+}
+
+__all__ = sorted([
+    "Reader", "find_reader", "read", "read_all", "readers", "register_reader", *_LAZY,
+])
 
 
 @dataclass(frozen=True)
@@ -33,15 +47,37 @@ class Reader:
         Lower-case file suffixes it reads (".edf", ".nii.gz", ...).
     sniff : str | None
         "module:function" of a predicate ``sniff(path) -> bool`` for directories.
+    params : str | None
+        "module:function" whose signature lists the keyword arguments :func:`read` accepts
+        for this reader (default: the reader itself), for a target that is a thin wrapper.
     """
 
     name: str
     target: str
     extensions: tuple = field(default_factory=tuple)
     sniff: str | None = None
+    params: str | None = None
 
     def load(self):
         return _load(self.target)
+
+    def check_kwargs(self, path, kwargs):
+        """Raise a :class:`NeurofmError` naming the reader for an option it does not take.
+
+        A reader with ``**kwargs`` (:func:`~neurofm.io.ephys.read_ephys`, which passes them
+        on to MNE) checks them itself.
+        """
+        func = _load(self.params or self.target)
+        params = list(inspect.signature(func).parameters.values())[1:]  # after the path
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return
+        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                         p.KEYWORD_ONLY)]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise NeurofmError(
+                f"{path}: unknown option(s) {unknown} for the {self.name} reader "
+                f"({func.__module__}.{func.__name__}); it takes {accepted}")
 
 
 # The raw formats mne.io.read_raw reads, by extension.
@@ -54,7 +90,8 @@ _EPHYS_EXTENSIONS = (
 _BUILTIN = [
     Reader("ephys", "neurofm.io.ephys:read_ephys", _EPHYS_EXTENSIONS,
            sniff="neurofm.io.ephys:_is_ephys_dir"),
-    Reader("fmri", "neurofm.io.fmri:_read_fmri_dispatch", (".nii", ".nii.gz")),
+    Reader("fmri", "neurofm.io.fmri:_read_fmri_dispatch", (".nii", ".nii.gz"),
+           params="neurofm.io.fmri:read_fmri"),
     Reader("calcium", "neurofm.io.calcium:read_calcium", (".nwb", ".hdf5", ".h5"),
            sniff="neurofm.io.calcium:_is_suite2p_dir"),
     Reader("celegans", "neurofm.io.celegans:read_celegans", (".parquet",)),
@@ -65,7 +102,7 @@ _BUILTIN = [
 _REGISTRY: list[Reader] = list(_BUILTIN)
 
 
-def register_reader(name, target, extensions=(), *, sniff=None, first=False):
+def register_reader(name, target, extensions=(), *, sniff=None, first=False, params=None):
     """Register a reader for :func:`read`.
 
     Parameters
@@ -80,13 +117,18 @@ def register_reader(name, target, extensions=(), *, sniff=None, first=False):
         For directory formats: a predicate ``sniff(path) -> bool``.
     first : bool
         Put the reader before the existing ones (to override a suffix).
+    params : str | callable | None
+        The function whose signature lists the options :func:`read` accepts (default: the
+        reader itself).
     """
     if callable(target):
         module = target.__module__
         target = f"{module}:{target.__name__}"
     if callable(sniff):
         sniff = f"{sniff.__module__}:{sniff.__name__}"
-    reader = Reader(name, target, tuple(e.lower() for e in extensions), sniff)
+    if callable(params):
+        params = f"{params.__module__}:{params.__name__}"
+    reader = Reader(name, target, tuple(e.lower() for e in extensions), sniff, params)
     if first:
         _REGISTRY.insert(0, reader)
     else:
@@ -127,33 +169,83 @@ def find_reader(path):
 
 
 def read(path, **kwargs):
-    """Read any supported recording into the canonical Dataset.
+    """Read any supported recording into one canonical Dataset.
 
     Parameters
     ----------
     path : str | os.PathLike
         A file (or directory format) whose type is recognised by its extension or content.
     **kwargs
-        Passed to the format's reader (e.g. ``montage=`` for :func:`read_ephys`).
+        Options of the format's reader, checked against its signature (e.g. ``montage=``,
+        ``preload=``, ``on_nonfinite=`` for :func:`~neurofm.io.ephys.read_ephys`, plus the
+        options of MNE's reader for that format such as ``infer_types=True`` or ``eog=``;
+        ``atlas=`` for :func:`~neurofm.io.fmri.read_fmri`).
 
     Returns
     -------
     ds : xarray.Dataset
-        The canonical recording (see :mod:`neurofm.schema`); some readers return a list
-        (one Dataset per worm for the C. elegans dataset).
+        The canonical recording (see :mod:`neurofm.schema`).
+
+    Raises
+    ------
+    FormatError
+        Missing file, unknown format, or a file holding several recordings (use
+        :func:`read_all`, or the format's reader to choose one).
+    NeurofmError
+        An option the reader does not take.
     """
+    p, reader = _resolve(path)
+    reader.check_kwargs(p, kwargs)
+    result = reader.load()(p, **kwargs)
+    if not isinstance(result, list):
+        return result
+    if len(result) == 1:
+        return result[0]
+    hint = {"celegans": " or neurofm.io.read_celegans(path, worms=...) for one worm"}
+    raise FormatError(
+        f"{path}: holds {len(result)} recordings; read() returns one Dataset. Use "
+        f"neurofm.io.read_all(path) for the list{hint.get(reader.name, '')}")
+
+
+def read_all(path, **kwargs):
+    """Read every recording a file holds, as a list (one element for most formats).
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        A file or directory format, as for :func:`read`.
+    **kwargs
+        Options of the format's reader (see :func:`read`).
+
+    Returns
+    -------
+    recordings : list of xarray.Dataset
+        One canonical recording per recording in the file (one per worm for the C. elegans
+        parquet files; a single-element list otherwise).
+    """
+    p, reader = _resolve(path)
+    reader.check_kwargs(p, kwargs)
+    result = reader.load()(p, **kwargs)
+    return list(result) if isinstance(result, list) else [result]
+
+
+def _resolve(path):
     if not isinstance(path, (str, os.PathLike)):
         raise FormatError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
         raise FormatError(f"{path}: file not found")
-    reader = find_reader(p)
-    return reader.load()(p, **kwargs)
+    return p, find_reader(p)
 
 
 def __getattr__(name):
-    if name in ("read_ephys", "from_mne", "to_mne"):
-        from . import ephys
-
-        return getattr(ephys, name)
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value  # import once
+        return value
     raise AttributeError(f"module 'neurofm.io' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -3,6 +3,8 @@ files written by MNE's own writers (FIF, EDF via edfio, BrainVision via pybv).""
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pytest
 
@@ -260,3 +262,170 @@ def test_directory(tmp_path):
     with pytest.raises(FormatError) as info:
         read(tmp_path)
     assert str(tmp_path) in str(info.value)
+
+
+# ------------------------------------------------------------------ event times (MNE's rules)
+_MEAS = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+_GRID = [(meas, first_samp, orig)
+         for meas in (None, _MEAS) for first_samp in (0, 250)
+         for orig in ((None,) if meas is None else (None, "meas", "meas+7"))]
+
+
+def _annotated_raw(meas, first_samp, orig):
+    """100 Hz, a spike at absolute sample 300, annotations at 3.0 and 9.0 s (orig_time
+    None, meas_date or meas_date + 7 s)."""
+    info = mne.create_info(["a", "b"], 100.0, "eeg")
+    data = np.zeros((2, 1000))
+    data[0, 300 - first_samp] = 1e-3  # absolute sample 300
+    raw = mne.io.RawArray(data, info, first_samp=first_samp, verbose="error")
+    raw.set_meas_date(meas)
+    orig_time = {None: None, "meas": _MEAS,
+                 "meas+7": _MEAS + datetime.timedelta(seconds=7)}[orig]
+    raw.set_annotations(mne.Annotations([3.0, 9.0], [0.0, 0.0], ["x", "y"],
+                                        orig_time=orig_time), emit_warning=False)
+    return raw
+
+
+def _mne_event_times(raw, tmin=0.0):
+    """Event times in seconds from the first sample, as mne.events_from_annotations."""
+    events, _ = mne.events_from_annotations(raw, verbose="error")
+    return (events[:, 0] - raw.first_samp) / raw.info["sfreq"] + tmin
+
+
+@pytest.mark.parametrize(("meas", "first_samp", "orig"), _GRID)
+def test_event_times_follow_mne(tmp_path, meas, first_samp, orig):
+    raw = _annotated_raw(meas, first_samp, orig)
+    path = tmp_path / "events_raw.fif"
+    raw.save(path, verbose="error")
+    expected = _mne_event_times(raw)
+    assert len(expected) >= 1
+    # in memory, through the file, lazily, and for a piece starting at 1 s
+    np.testing.assert_allclose(from_mne(raw)["event_onset"].values, expected, atol=1e-9)
+    for preload in (True, False):
+        ds = read(path, preload=preload)
+        np.testing.assert_allclose(ds["event_onset"].values, expected, atol=1e-9)
+    part = read_ephys(path, start=1.0)
+    from_file = mne.io.read_raw_fif(path, verbose="error").crop(tmin=1.0)
+    np.testing.assert_allclose(part["event_onset"].values, _mne_event_times(from_file, 1.0),
+                               atol=1e-9)
+
+
+def test_anonymised_fif_event_on_the_spike(tmp_path):
+    """The reported case: no meas_date, first_samp=250 at 100 Hz, spike at sample 300."""
+    raw = _annotated_raw(None, 250, None)
+    raw.set_annotations(mne.Annotations([0.5], [0.0], ["spike"]))  # 0.5 s after sample 250
+    path = tmp_path / "anon_raw.fif"
+    raw.save(path, verbose="error")
+    events, _ = mne.events_from_annotations(mne.io.read_raw_fif(path, verbose="error"),
+                                            verbose="error")
+    assert events[0, 0] == 300
+    ds = read(path)
+    assert ds.attrs["meas_date"] == ""
+    onset = float(ds["event_onset"].values[0])
+    assert onset == pytest.approx(0.5)
+    spike_time = float(ds["time"].values[int(np.argmax(ds["signal"].values[0]))])
+    assert spike_time == pytest.approx(onset)
+
+
+# ------------------------------------------------------------------ lazy == eager == MNE
+_PYEDFLIB_FILES = ["test_generator.edf", "test_generator.bdf",
+                   "test_generator_datarec_generator_0_5.bdf",
+                   "test_generator_datarec_generator_2.bdf", "test_legacy.edf",
+                   "test_subsecond.edf", "test_utf8.edf"]
+
+
+def _real_files(written):
+    from neurofm.datasets import pyedflib_file
+
+    return [pyedflib_file(n) for n in _PYEDFLIB_FILES] + list(written.values())
+
+
+def test_lazy_and_eager_equal_mne_eager_on_every_real_file(written):
+    for path in _real_files(written):
+        mne_raw = mne.io.read_raw(path, preload=True, verbose="error")
+        expected = (mne_raw.get_data() * 1e6).astype(np.float32)
+        # a piece from 1/4 to 1/2 of the recording, as MNE's eager read cropped
+        t0 = round(mne_raw.times[-1] / 4 * mne_raw.info["sfreq"]) / mne_raw.info["sfreq"]
+        t1 = round(mne_raw.times[-1] / 2 * mne_raw.info["sfreq"]) / mne_raw.info["sfreq"]
+        i0, i1 = mne_raw.time_as_index([t0, t1], use_rounding=True)
+        for preload in (True, False):
+            ds = read_ephys(path, preload=preload)
+            np.testing.assert_array_equal(ds["signal"].values, expected, err_msg=str(path))
+            part = read_ephys(path, preload=preload, start=t0, stop=t1)
+            np.testing.assert_array_equal(part["signal"].values, expected[:, i0:i1],
+                                          err_msg=f"{path} [{t0}, {t1})")
+
+
+def test_lazy_mixed_rate_bdf_has_no_edge_artifacts(bdf_path):
+    """pyedflib's mixed-rate BDF: lazily read blocks used to be off by up to 232 uV."""
+    mne_raw = mne.io.read_raw(bdf_path, preload=True, verbose="error")
+    expected = (mne_raw.get_data() * 1e6).astype(np.float32)
+    lazy = read_ephys(bdf_path, preload=False)
+    assert hasattr(lazy["signal"].data, "dask")
+    assert lazy["signal"].data.chunks[1][0] == 10_000  # still 10-s chunks
+    np.testing.assert_array_equal(lazy["signal"].values, expected)
+    # a single chunk computed alone gives the same values too
+    np.testing.assert_array_equal(lazy["signal"][:, 20_000:30_000].values,
+                                  expected[:, 20_000:30_000])
+
+
+# ------------------------------------------------------------------ MEG info round trip
+def _meg_raw():
+    """A generated MEG recording: 2 magnetometers, 2 gradiometers, 1 EEG, full sensor loc
+    (position + orientation), coil types, a device-to-head transform and a meas_date."""
+    names = ["MEG0111", "MEG0112", "MEG0113", "MEG0121", "EEG001"]
+    info = mne.create_info(names, 200.0, ["mag", "grad", "grad", "mag", "eeg"])
+    rng = np.random.default_rng(3)
+    for ch in info["chs"]:
+        ch["loc"][:] = rng.uniform(-0.1, 0.1, 12)
+    info["chs"][0]["coil_type"] = 3024  # FIFFV_COIL_VV_MAG_T3
+    info["chs"][1]["coil_type"] = info["chs"][2]["coil_type"] = 3012  # VV_PLANAR_T1
+    trans = np.eye(4)
+    trans[:3, :3] = mne.transforms.rotation(0.1, -0.2, 0.05)[:3, :3]
+    trans[:3, 3] = [0.002, -0.01, 0.04]
+    info["dev_head_t"] = mne.transforms.Transform("meg", "head", trans)
+    data = rng.standard_normal((5, 400)) * np.array([[1e-12], [1e-11], [1e-11], [1e-12],
+                                                      [1e-5]])
+    raw = mne.io.RawArray(data, info, verbose="error")
+    raw.set_meas_date(datetime.datetime(2021, 3, 4, 5, 6, 7, 890000,
+                                        tzinfo=datetime.UTC))
+    return raw
+
+
+def _assert_meg_info_equal(back, raw):
+    assert back.info["meas_date"] == raw.info["meas_date"]
+    np.testing.assert_allclose(back.info["dev_head_t"]["trans"], raw.info["dev_head_t"]["trans"])
+    assert back.info["dev_head_t"]["from"] == raw.info["dev_head_t"]["from"]
+    assert back.info["dev_head_t"]["to"] == raw.info["dev_head_t"]["to"]
+    for a, b, kind in zip(back.info["chs"], raw.info["chs"], raw.get_channel_types()):
+        assert a["ch_name"] == b["ch_name"]
+        if kind in ("mag", "grad"):  # orientation too: loc[3:12]
+            np.testing.assert_allclose(a["loc"], b["loc"])
+            assert a["coil_type"] == b["coil_type"]
+            assert a["coord_frame"] == b["coord_frame"]
+        else:
+            np.testing.assert_allclose(a["loc"][:3], b["loc"][:3])
+    np.testing.assert_allclose(back.get_data(), raw.get_data(), rtol=1e-6)
+
+
+def test_to_mne_round_trips_meg_info(tmp_path):
+    raw = _meg_raw()
+    _assert_meg_info_equal(to_mne(from_mne(raw)), raw)
+    path = tmp_path / "meg_raw.fif"
+    raw.save(path, verbose="error")
+    on_disk = mne.io.read_raw_fif(path, verbose="error")
+    ds = read(path)
+    validate(ds)
+    _assert_meg_info_equal(to_mne(ds), on_disk)
+    # the positions of MEG channels stay what they were (loc[:3], device frame)
+    np.testing.assert_allclose(ds["ch_pos"].values[0], raw.info["chs"][0]["loc"][:3])
+
+
+def test_to_mne_keeps_meas_date_and_first_samp(tmp_path, spkit_eeg):
+    raw = _annotated_raw(_MEAS, 250, "meas")
+    back = to_mne(from_mne(raw))
+    assert back.info["meas_date"] == _MEAS
+    assert back.first_samp == 250
+    np.testing.assert_array_equal(mne.events_from_annotations(back, verbose="error")[0],
+                                  mne.events_from_annotations(raw, verbose="error")[0])
+    assert to_mne(spkit_eeg).info["meas_date"] is None  # no date recorded: none invented
