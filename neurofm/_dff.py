@@ -1,6 +1,6 @@
-"""dF/F of calcium traces: rolling-percentile baseline, suite2p's maximin baseline, z-score.
+"""dF/F of calcium traces: rolling-percentile, suite2p's maximin and constant baselines, z-score.
 
-All three work per channel along time on the recording's ``signal`` (usually raw or
+All four work per channel along time on the recording's ``signal`` (usually raw or
 neuropil-corrected fluorescence, ``F`` or ``Fc = F - neucoeff * Fneu``):
 
 - ``"percentile"``: F0 is the running ``percentile`` of the trace over a centred window of
@@ -8,6 +8,10 @@ neuropil-corrected fluorescence, ``F`` or ``Fc = F - neucoeff * Fneu``):
 - ``"maximin"`` (suite2p's ``baseline="maximin"``): F0 is the trace smoothed by a Gaussian of
   ``sigma`` samples, then a running minimum, then a running maximum, both over
   ``int(window_s * sfreq)`` samples; dF/F = (F - F0) / F0.
+- ``"constant"`` (suite2p's ``baseline="constant"``): F0 is one number for the whole
+  recording, the minimum over every channel and time of the traces smoothed by a Gaussian of
+  ``sigma`` samples (suite2p's ``dcnv.preprocess`` takes ``np.amin`` of the smoothed
+  (n_rois, n_frames) array, without an axis); dF/F = (F - F0) / F0.
 - ``"zscore"``: (F - mean) / std per channel (population std, ddof=0).
 
 Channels whose baseline is not positive somewhere (dF/F undefined) or whose trace is
@@ -30,7 +34,7 @@ from .schema import append_history
 
 __all__ = ["DFF_METHODS", "dff"]
 
-DFF_METHODS = ("percentile", "maximin", "zscore")
+DFF_METHODS = ("percentile", "maximin", "constant", "zscore")
 
 
 def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
@@ -43,7 +47,7 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         (n_channels, n_times). Not modified. A dask-backed signal stays lazy (the baselines
         run block-wise with an overlap covering their support); one pass over it checks for
         NaN and undefined channels.
-    method : {"percentile", "maximin", "zscore"}
+    method : {"percentile", "maximin", "constant", "zscore"}
         Baseline definition (see the module docstring).
     window_s : float
         Window of the running percentile / running min and max, in seconds
@@ -53,7 +57,8 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         (suite2p's ``prctile_baseline``, CaImAn's ``quantileMin``).
     sigma : float
         Standard deviation, in samples, of the Gaussian smoothing before the running
-        minimum for ``method="maximin"`` (suite2p's ``sig_baseline``).
+        minimum for ``method="maximin"``, or before the minimum for ``method="constant"``
+        (suite2p's ``sig_baseline``).
 
     Returns
     -------
@@ -82,7 +87,7 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
     percentile = float(percentile)
     sfreq = sfreq_of(ds)
     win = int(window_s * sfreq)
-    if method != "zscore" and win < 1:
+    if method in ("percentile", "maximin") and win < 1:
         raise NeurofmError(f"{func}: window_s={window_s} s is shorter than one sample at "
                            f"sfreq={sfreq:g} Hz; expected window_s >= {1.0 / sfreq:g}")
 
@@ -98,6 +103,19 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         scale = x.std(axis=1, keepdims=True)
         defined = scale[:, 0] > 0
         values = (x - center) / xp.where(scale > 0, scale, 1.0)
+    elif method == "constant":
+        smooth = functools.partial(_smooth, sigma=sigma)
+        if lazy:
+            depth = int(4.0 * sigma + 0.5) + 2  # support of the Gaussian
+            low = overlap_apply(x, smooth, depth=depth, axis=1, min_chunk=depth,
+                                dtype=np.float64)
+        else:
+            low = smooth(x)
+        # one F0 for the recording; channels that are entirely NaN (not recorded) are ignored
+        level = xp.min(xp.where(xp.isnan(low), np.inf, low))
+        f0 = xp.zeros_like(x) + level
+        defined = (f0 > 0).all(axis=1) & xp.isfinite(level)
+        values = (x - f0) / xp.where(f0 > 0, f0, 1.0)
     else:
         baseline = functools.partial(_baseline, method=method, win=win, percentile=percentile,
                                      sigma=sigma)
@@ -148,6 +166,8 @@ def dff(ds, *, method="percentile", window_s=60.0, percentile=8.0, sigma=10.0):
         params.update(window_s=window_s, window_samples=win, percentile=percentile)
     elif method == "maximin":
         params.update(window_s=window_s, window_samples=win, sigma=sigma)
+    elif method == "constant":
+        params.update(sigma=sigma)
     result.attrs.update({f"dff_{key}": value for key, value in params.items()})
     return append_history(result, "dff", **params, undefined_channels=undefined_names)
 
@@ -166,6 +186,15 @@ def _percentile_baseline(x, win, percentile):
     from scipy.ndimage import percentile_filter
 
     return percentile_filter(x, percentile, size=(1, win), mode="reflect")
+
+
+def _smooth(x, sigma):
+    """Gaussian smoothing of every row of x (C, T), as suite2p's ``gaussian_filter``."""
+    from scipy.ndimage import gaussian_filter1d
+
+    if x.size == 0:
+        return np.array(x, dtype=np.float64)
+    return gaussian_filter1d(x, sigma, axis=1)
 
 
 def _maximin_baseline(x, win, sigma):

@@ -111,3 +111,84 @@ def check_nonfinite(data, channels, source, on_nonfinite="raise"):
                         "these channels marked bad")
     warn(message + "; these channels are marked bad")
     return bad
+
+
+def check_not_empty(shape, source, *, layout="(n_channels, n_times)"):
+    """Refuse a recording without channels or without samples.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the signal as read, in the order ``layout`` names.
+    source : str | os.PathLike
+        The file (or series) read, for the message.
+    layout : str
+        What the axes of ``shape`` are, e.g. "(n_rois, n_frames)" or "(n_volumes, n_rois)".
+
+    Raises
+    ------
+    DataError
+        An axis of length 0.
+    """
+    if len(shape) != 2 or min(shape) == 0:
+        raise DataError(f"{source}: empty recording: the signal {layout} has shape "
+                        f"{tuple(int(s) for s in shape)}; expected at least one channel and one "
+                        "sample")
+
+
+def positive_number(value, what):
+    """``value`` as a finite float > 0, or a :class:`~neurofm.errors.DataError` naming ``what``.
+
+    For numbers read from a file (a frame rate in a header, an options dict), where a bad
+    value is a problem of the data rather than of a parameter.
+
+    Parameters
+    ----------
+    value : object
+        The value as stored (a number, a 0-d array, a string, None, ...).
+    what : str
+        Names the file and the field, e.g. "rec.nwb: Fluorescence/rate (Hz)".
+
+    Returns
+    -------
+    value : float
+    """
+    try:
+        number = float(np.asarray(value).item()) if not isinstance(value, (str, bytes)) \
+            else float(value)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{what} must be a finite number > 0; found {value!r}") from err
+    if not np.isfinite(number) or number <= 0:
+        raise DataError(f"{what} must be a finite number > 0; found {value!r}")
+    return number
+
+
+def read_table(path, what, **kwargs):
+    """:func:`read_delimited` for a table that must hold data (an empty file is refused).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The table.
+    what : str
+        What the table is, for the messages.
+    **kwargs
+        Passed to :func:`pandas.read_csv`.
+
+    Raises
+    ------
+    DataError
+        The file is empty (0 bytes or only whitespace).
+    FormatError
+        pandas cannot parse it, including a delimiter that cannot be sniffed.
+    """
+    import csv
+
+    with open(path, "rb") as fh:
+        if not fh.read(4096).strip():
+            raise DataError(f"{path}: empty {what}: the file holds no rows; expected a header "
+                            "and/or rows of numbers")
+    try:
+        return read_delimited(path, what, **kwargs)
+    except csv.Error as err:  # the delimiter sniffer of pandas' python engine
+        raise FormatError(f"{path}: not a readable {what} ({err})") from err

@@ -11,6 +11,7 @@ scalars; any other global is refused with a :class:`~neurofm.errors.FormatError`
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from pathlib import Path
@@ -174,12 +175,17 @@ def _load_npy_stream(fh, source):
             shape, fortran, dtype = npformat._read_array_header(fh, version)
     except (ValueError, EOFError) as err:
         raise FormatError(f"{source}: corrupt .npy header ({err})") from err
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise FormatError(f"{source}: corrupt .npy header: the shape {shape} must hold "
+                          "non-negative integers")
     if not dtype.hasobject:
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        buf = fh.read(count * dtype.itemsize)
-        if len(buf) != count * dtype.itemsize:
-            raise FormatError(f"{source}: truncated .npy file: expected {count} values of "
-                              f"{dtype} (shape {shape}), found {len(buf)} bytes")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        buf = _read_exactly(fh, nbytes, source)
+        if len(buf) != nbytes:
+            raise FormatError(f"{source}: truncated .npy file: the header declares shape "
+                              f"{shape} of {dtype} ({nbytes} bytes of data), the file holds "
+                              f"{len(buf)} bytes after the header")
         arr = np.frombuffer(buf, dtype=dtype).copy()
         order = "F" if fortran else "C"
         return arr.reshape(shape, order=order)
@@ -192,6 +198,31 @@ def _load_npy_stream(fh, source):
         raise FormatError(f"{source}: corrupt pickled payload in .npy file "
                           f"({type(err).__name__}: {err})") from err
     return arr
+
+
+_CHUNK = 1 << 26  # bytes read at a time from a stream whose size is unknown
+
+
+def _read_exactly(fh, nbytes, source):
+    """Read ``nbytes`` (or fewer, at end of file) without allocating more than the file holds.
+
+    A header may declare an absurd shape (e.g. (1e8, 1e8)): reading that many bytes at once
+    would fail with a MemoryError before the truncation is even noticed.
+    """
+    try:
+        here = fh.tell()
+        end = fh.seek(0, io.SEEK_END)
+        fh.seek(here)
+    except (AttributeError, OSError, ValueError):  # not seekable: read in bounded chunks
+        parts, left = [], nbytes
+        while left > 0:
+            part = fh.read(min(left, _CHUNK))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+    return fh.read(min(nbytes, max(end - here, 0)))
 
 
 def load_npy(path):

@@ -26,10 +26,17 @@ import numpy as np
 import xarray as xr
 
 from .._checks import check_option, check_positive
-from .._logging import logger, use_log_level
+from .._logging import logger, use_log_level, warn
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
-from ._common import read_delimited, regular_step
+from ._common import (
+    NONFINITE_POLICIES,
+    check_nonfinite,
+    check_not_empty,
+    positive_number,
+    read_table,
+    regular_step,
+)
 
 __all__ = ["CALCIUM_FORMATS", "CALCIUM_SIGNALS", "read_calcium"]
 
@@ -44,7 +51,8 @@ _DEFAULT_NEUCOEFF = 0.7
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
-def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, verbose=None):
+def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None,
+                 on_nonfinite="raise", verbose=None):
     """Read calcium imaging traces into the canonical Dataset.
 
     Parameters
@@ -68,6 +76,11 @@ def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, ver
     neucoeff : float, optional
         Neuropil coefficient for "Fc" (and for suite2p dF/F); defaults to ``ops["neucoeff"]``
         or 0.7.
+    on_nonfinite : {"raise", "warn"}
+        NaN/Inf in the traces that land in ``signal`` (before dF/F): "raise" (default) a
+        :class:`~neurofm.errors.DataError` naming the file, the ROIs and the sample counts;
+        "warn" keeps the recording with a :class:`~neurofm.errors.NeurofmWarning` and marks
+        those ROIs bad (their traces are kept as read; a dF/F computed here is NaN for them).
     verbose : bool | str | None
         Log level for this call.
 
@@ -86,7 +99,9 @@ def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, ver
         without ophys data), a pickle that names non-numpy globals, or a ``signal`` the
         source does not have.
     DataError
-        No frame rate, shape mismatches (F vs Fneu), irregular timestamps, NaN values.
+        No frame rate (or one that is not a number > 0), no ROI or no frame, shape mismatches
+        (F vs Fneu), irregular timestamps, NaN/Inf values (``on_nonfinite="raise"``), an
+        unknown suite2p ``ops["baseline"]``.
     """
     with use_log_level(verbose):
         path = Path(path)
@@ -96,6 +111,7 @@ def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, ver
         fmt = _infer_format(path) if format is None else check_option("format", format,
                                                                         CALCIUM_FORMATS)
         fs = check_positive("fs", fs, allow_none=True)
+        check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         if neucoeff is not None:
             if isinstance(neucoeff, bool) or not isinstance(neucoeff, (int, float)) \
                     or not np.isfinite(neucoeff) or neucoeff < 0:
@@ -103,8 +119,10 @@ def read_calcium(path, *, format=None, fs=None, signal="dff", neucoeff=None, ver
             neucoeff = float(neucoeff)
         reader = {"suite2p": _read_suite2p, "caiman": _read_caiman, "nwb": _read_nwb,
                   "array": _read_array}[fmt]
-        ds = reader(path, fs=fs, signal=signal, neucoeff=neucoeff)
-        validate(ds, name=str(path))
+        logger.debug("%s: reading as %s (signal=%s, fs=%s, neucoeff=%s)", path, fmt, signal,
+                     fs, neucoeff)
+        ds = reader(path, fs=fs, signal=signal, neucoeff=neucoeff, on_nonfinite=on_nonfinite)
+        validate(ds, name=str(path), check_values=on_nonfinite == "raise")
         logger.info("read %s (%s): %d ROIs, %d frames at %g Hz, signal %s", path, fmt,
                     ds.sizes["channel"], ds.sizes["time"], ds.attrs["sfreq"], signal)
         return ds
@@ -144,15 +162,19 @@ def _is_suite2p_dir(path):
 # --------------------------------------------------------------------------------------------
 # building the Dataset
 # --------------------------------------------------------------------------------------------
-def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscell_prob=None,
-           extras=None, tmin=0.0, attrs=None):
+def _build(data, *, names, fs, units, path, fmt, on_nonfinite, ch_pos=None, iscell=None,
+           iscell_prob=None, extras=None, tmin=0.0, attrs=None):
     """Assemble the canonical recording from (n_rois, n_frames) arrays.
 
-    ``extras`` maps variable names to (n_rois, n_frames) traces (None where the source lacks
-    one); each present one becomes a (channel, time) variable in "a.u.".
+    ``data`` is checked here (at least one ROI and one frame; the NaN/Inf policy, whose bad
+    ROIs become ``bad``). ``extras`` maps variable names to (n_rois, n_frames) traces (None
+    where the source lacks one); each present one becomes a (channel, time) variable in "a.u.".
     """
+    check_not_empty(np.shape(data), path, layout="(n_rois, n_frames)")
+    bad = check_nonfinite(np.asarray(data), names, path, on_nonfinite)
     ds = make_recording(
         data, channel=names, sfreq=fs, modality="calcium", ch_type="cell", ch_pos=ch_pos,
+        bad=bad,
         units=units, tmin=tmin, pos_coord_frame="image", pos_units="px",
         source_file=str(Path(path).resolve()), source_format=fmt, **(attrs or {}),
     )
@@ -169,10 +191,28 @@ def _build(data, *, names, fs, units, path, fmt, ch_pos=None, iscell=None, iscel
 
 
 def _to_dff(ds, path, **dff_kwargs):
+    """dF/F of ``ds``; ROIs holding NaN/Inf (kept with ``on_nonfinite="warn"``) get NaN."""
+    import xarray as xr
+
     from .._dff import dff
 
     logger.info("%s: computing dF/F (%s)", path, dff_kwargs)
-    return dff(ds, **dff_kwargs)
+    values = np.asarray(ds["signal"].values)
+    broken = ~np.isfinite(values).all(axis=1)
+    if not broken.any():
+        return dff(ds, **dff_kwargs)
+    if broken.all():
+        raise DataError(f"{path}: every ROI holds NaN/Inf samples; dF/F cannot be computed "
+                        "(read signal='F' to get the traces as stored)")
+    part = dff(ds.isel(channel=~broken), **dff_kwargs)
+    out_values = np.full(values.shape, np.nan, dtype=np.float32)
+    out_values[~broken] = part["signal"].values
+    out = ds.copy()
+    out.attrs = dict(part.attrs)
+    out["signal"] = xr.Variable(("channel", "time"), out_values, dict(part["signal"].attrs))
+    bad = np.asarray(ds["bad"].values, dtype=bool).copy()
+    bad[~broken] |= np.asarray(part["bad"].values, dtype=bool)
+    return out.assign_coords(bad=("channel", bad, dict(ds["bad"].attrs)))
 
 
 def _check_2d(arr, name, path):
@@ -212,18 +252,25 @@ def _missing_signal(path, fmt, signal, available):
                        f"available: {available}")
 
 
-def _split_iscell(raw):
+def _split_iscell(raw, where):
     """suite2p's iscell (n_rois, 2: flag, probability) -> (bool flags, probabilities or None)."""
-    raw = np.asarray(raw, dtype=np.float64)
+    try:
+        raw = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{where}: iscell must be numeric (n_rois,) or (n_rois, 2: flag, "
+                        f"probability); {err}") from err
     if raw.ndim == 1:
         raw = raw[:, None]
+    if raw.ndim != 2 or raw.shape[1] == 0:
+        raise DataError(f"{where}: iscell must have shape (n_rois,) or (n_rois, 2: flag, "
+                        f"probability); got shape {raw.shape}")
     return raw[:, 0] > 0.5, (raw[:, 1] if raw.shape[1] > 1 else None)
 
 
 # --------------------------------------------------------------------------------------------
 # suite2p
 # --------------------------------------------------------------------------------------------
-def _read_suite2p(path, *, fs, signal, neucoeff):
+def _read_suite2p(path, *, fs, signal, neucoeff, on_nonfinite):
     from ._pickle import load_npy
 
     folder = Path(path)
@@ -237,6 +284,7 @@ def _read_suite2p(path, *, fs, signal, neucoeff):
         return load_npy(folder / name) if name in present else None
 
     F = _check_2d(load_npy(folder / "F.npy"), "F.npy", folder)
+    check_not_empty(F.shape, folder / "F.npy", layout="(n_rois, n_frames)")
     n_rois = F.shape[0]
     traces = {"F": F, "Fneu": optional("Fneu.npy"), "spks": optional("spks.npy")}
     for name in ("Fneu", "spks"):
@@ -248,7 +296,7 @@ def _read_suite2p(path, *, fs, signal, neucoeff):
     iscell = iscell_prob = None
     raw_iscell = optional("iscell.npy")
     if raw_iscell is not None:
-        iscell, iscell_prob = _split_iscell(raw_iscell)
+        iscell, iscell_prob = _split_iscell(raw_iscell, folder / "iscell.npy")
         if iscell.shape[0] != n_rois:
             raise DataError(f"{folder}: iscell.npy has {iscell.shape[0]} rows but F.npy "
                             f"has {n_rois} ROIs")
@@ -266,16 +314,19 @@ def _read_suite2p(path, *, fs, signal, neucoeff):
                               f"array); found {type(raw_ops).__name__}")
         ops = raw_ops
 
+    ops_file = folder / "ops.npy"
     fs_source = "argument"
     if fs is None:
         if "fs" not in ops:
             where = "ops.npy has no fs" if ops else "no ops.npy"
             raise DataError(f"{folder}: no frame rate ({where}); pass fs= (Hz)")
-        fs = check_positive("ops['fs']", float(ops["fs"]))
+        fs = positive_number(ops["fs"], f"{ops_file}: ops['fs'] (frame rate in Hz)")
         fs_source = "ops.npy"
-    coef = neucoeff if neucoeff is not None else float(ops.get("neucoeff", _DEFAULT_NEUCOEFF))
+    coef = neucoeff if neucoeff is not None else _ops_number(ops, "neucoeff", _DEFAULT_NEUCOEFF,
+                                                             ops_file, minimum=0.0)
+    plane = int(_ops_number(ops, "iplane", 0, ops_file, minimum=0.0))
     if ch_pos is not None and "iplane" in ops:
-        ch_pos[:, 2] = float(ops["iplane"])
+        ch_pos[:, 2] = float(plane)
 
     available = _offered_signals(traces)
     if signal not in available:
@@ -286,29 +337,58 @@ def _read_suite2p(path, *, fs, signal, neucoeff):
         data = F.astype(np.float64) - coef * Fneu.astype(np.float64)
     else:
         data = traces["F" if signal == "dff" else signal]
-    attrs = {"neucoeff": coef, "calcium_signal": signal, "plane": int(ops.get("iplane", 0))}
+    attrs = {"neucoeff": coef, "calcium_signal": signal, "plane": plane}
+    baseline = _suite2p_baseline(ops, data.shape[1] / fs, ops_file) if signal == "dff" else None
     ds = _build(data, names=_roi_names(n_rois), fs=fs, units="a.u.", path=folder,
-                fmt="suite2p", ch_pos=ch_pos, iscell=iscell, iscell_prob=iscell_prob,
+                fmt="suite2p", on_nonfinite=on_nonfinite, ch_pos=ch_pos, iscell=iscell,
+                iscell_prob=iscell_prob,
                 extras=traces, attrs=attrs)
     ds = append_history(ds, "read_calcium", path=str(folder), format="suite2p", signal=signal,
                         neucoeff=coef, fs=fs, fs_source=fs_source, files=present)
     if signal == "dff":
-        ds = _to_dff(ds, folder, **_suite2p_baseline(ops, ds, folder))
+        ds = _to_dff(ds, folder, **baseline)
     return ds
 
 
-def _suite2p_baseline(ops, ds, folder):
-    """dff() arguments matching suite2p's baseline options in ``ops``."""
-    window_s = float(ops.get("win_baseline", 60.0))
-    sigma = float(ops.get("sig_baseline", 10.0))
-    prct = float(ops.get("prctile_baseline", 8.0))
-    baseline = str(ops.get("baseline", "maximin"))
-    if baseline == "constant_prctile":
-        duration = ds.sizes["time"] / ds.attrs["sfreq"]
+#: suite2p's ``ops["baseline"]`` values (``dcnv.preprocess``); "constant_prctile" is the name
+#: of "prctile" before suite2p 1.0.
+SUITE2P_BASELINES = ("maximin", "constant", "prctile", "constant_prctile")
+
+
+def _ops_number(ops, key, default, ops_file, *, minimum):
+    """``ops[key]`` as a finite float >= ``minimum`` (``default`` when absent)."""
+    value = ops.get(key, default)
+    try:
+        number = float(np.asarray(value).item()) if not isinstance(value, (str, bytes)) \
+            else float(value)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{ops_file}: ops[{key!r}] must be a number; found {value!r}") from err
+    if not np.isfinite(number) or number < minimum:
+        raise DataError(f"{ops_file}: ops[{key!r}] must be a finite number >= {minimum:g}; "
+                        f"found {value!r}")
+    return number
+
+
+def _suite2p_baseline(ops, duration, ops_file):
+    """dff() arguments matching suite2p's baseline options in ``ops``.
+
+    suite2p (``extraction/dcnv.preprocess``) knows "maximin" (Gaussian smoothing of
+    ``sig_baseline`` frames, running min then max over ``win_baseline`` s), "constant" (the
+    minimum of the Gaussian-smoothed traces: one value for the whole plane) and "prctile"
+    ("constant_prctile" before 1.0: the ``prctile_baseline`` percentile of each trace).
+    """
+    baseline = ops.get("baseline", "maximin")
+    if not isinstance(baseline, str) or baseline not in SUITE2P_BASELINES:
+        raise DataError(f"{ops_file}: ops['baseline']={baseline!r} is not a suite2p baseline; "
+                        f"expected one of {SUITE2P_BASELINES}; fix ops.npy or read "
+                        "signal='Fc' and compute dF/F with neurofm.preprocessing.dff")
+    sigma = _ops_number(ops, "sig_baseline", 10.0, ops_file, minimum=0.0)
+    if baseline == "constant":
+        return {"method": "constant", "sigma": sigma}
+    if baseline in ("prctile", "constant_prctile"):
+        prct = _ops_number(ops, "prctile_baseline", 8.0, ops_file, minimum=0.0)
         return {"method": "percentile", "window_s": 2.0 * duration + 1.0, "percentile": prct}
-    if baseline != "maximin":
-        logger.warning("%s: ops baseline=%r is not implemented; using 'maximin'", folder,
-                       baseline)
+    window_s = _ops_number(ops, "win_baseline", 60.0, ops_file, minimum=0.0)
     return {"method": "maximin", "window_s": window_s, "sigma": sigma}
 
 
@@ -322,13 +402,19 @@ def _suite2p_centroids(stat, n_rois, folder):
         if not isinstance(roi, dict):
             raise FormatError(f"{folder / 'stat.npy'}: entry {i} is {type(roi).__name__}; "
                               "expected a dict per ROI")
-        if "med" in roi:
-            y, x = np.asarray(roi["med"], dtype=np.float64)[:2]
-        elif "ypix" in roi and "xpix" in roi:
-            y = float(np.mean(roi["ypix"]))
-            x = float(np.mean(roi["xpix"]))
-        else:
-            continue
+        try:
+            if "med" in roi:
+                y, x = np.asarray(roi["med"], dtype=np.float64).ravel()[:2]
+            elif "ypix" in roi and "xpix" in roi:
+                y = float(np.mean(np.asarray(roi["ypix"], dtype=np.float64)))
+                x = float(np.mean(np.asarray(roi["xpix"], dtype=np.float64)))
+            else:
+                continue
+        except (TypeError, ValueError) as err:
+            field = "med" if "med" in roi else "ypix/xpix"
+            raise FormatError(f"{folder / 'stat.npy'}: ROI {i} has {field}="
+                              f"{roi.get('med', roi.get('ypix'))!r}; expected pixel "
+                              f"coordinates (med = (y, x) numbers) ({err})") from err
         pos[i] = (x, y, 0.0)
     return pos
 
@@ -336,7 +422,7 @@ def _suite2p_centroids(stat, n_rois, folder):
 # --------------------------------------------------------------------------------------------
 # CaImAn
 # --------------------------------------------------------------------------------------------
-def _read_caiman(path, *, fs, signal, neucoeff):
+def _read_caiman(path, *, fs, signal, neucoeff, on_nonfinite):
     try:
         import h5py
     except ImportError as err:  # pragma: no cover - h5py is in the test/all extras
@@ -372,7 +458,7 @@ def _read_caiman(path, *, fs, signal, neucoeff):
     if fs is None:
         if fr is None or np.ndim(fr) != 0:
             raise DataError(f"{path}: no frame rate (params/data/fr missing); pass fs= (Hz)")
-        fs = check_positive("params/data/fr", float(fr))
+        fs = positive_number(fr, f"{path}: params/data/fr (frame rate in Hz)")
         fs_source = "params/data/fr"
 
     iscell = None
@@ -403,6 +489,7 @@ def _read_caiman(path, *, fs, signal, neucoeff):
     else:
         data = F if F is not None else C
     ds = _build(data, names=_roi_names(n_comp), fs=fs, units=units, path=path, fmt="caiman",
+                on_nonfinite=on_nonfinite,
                 ch_pos=ch_pos, iscell=iscell, extras=traces,
                 attrs={"calcium_signal": signal})
     ds = append_history(ds, "read_calcium", path=str(path), format="caiman", signal=signal,
@@ -456,7 +543,7 @@ def _caiman_centroids(A, dims, n_comp, path):
         raise DataError(f"{path}: estimates/A has {A.shape[1]} components but estimates/C has "
                         f"{n_comp}")
     if dims is None:
-        logger.warning("%s: no dims stored; ROI centroids are unknown", path)
+        warn(f"{path}: no dims stored; ROI centroids are unknown (ch_pos is NaN)")
         return None
     dims = tuple(int(d) for d in np.asarray(dims).ravel())
     if int(np.prod(dims)) != A.shape[0]:
@@ -483,7 +570,7 @@ def _caiman_centroids(A, dims, n_comp, path):
 _SUITE2P_NWB_NAMES = {"Fluorescence": "F", "Neuropil": "Fneu", "Deconvolved": "spks"}
 
 
-def _read_nwb(path, *, fs, signal, neucoeff):
+def _read_nwb(path, *, fs, signal, neucoeff, on_nonfinite):
     try:
         from pynwb import NWBHDF5IO
         from pynwb.ophys import DfOverF, Fluorescence
@@ -521,6 +608,9 @@ def _read_nwb(path, *, fs, signal, neucoeff):
             if data.ndim != 2:
                 raise DataError(f"{path}: {name}/{series.name} data must be 2-D (n_frames, "
                                 f"n_rois); got shape {data.shape}")
+            if data.dtype.kind not in "fiub":
+                raise DataError(f"{path}: {name}/{series.name} data must be numeric "
+                                f"(n_frames, n_rois); found dtype {data.dtype}")
             arrays[role] = data.T  # NWB is time-first
         ref_shape = arrays[ref_role].shape
         for role, arr in arrays.items():
@@ -543,7 +633,8 @@ def _read_nwb(path, *, fs, signal, neucoeff):
         data = arrays[source]
     units = "dF/F" if source == "dff" else "a.u."
     extras = {k: v for k, v in arrays.items() if k != "dff"}
-    ds = _build(data, names=ids, fs=rate, units=units, path=path, fmt="nwb", ch_pos=ch_pos,
+    ds = _build(data, names=ids, fs=rate, units=units, path=path, fmt="nwb",
+                on_nonfinite=on_nonfinite, ch_pos=ch_pos,
                 iscell=iscell, iscell_prob=iscell_prob, extras=extras, tmin=tmin,
                 attrs={"calcium_signal": signal, "neucoeff": coef})
     ds = append_history(ds, "read_calcium", path=str(path), format="nwb", signal=signal,
@@ -568,11 +659,11 @@ def _nwb_timing(series, path, fs):
     rate = getattr(series, "rate", None)
     tmin = float(getattr(series, "starting_time", None) or 0.0)
     if rate is not None:
-        if fs is not None and abs(fs - float(rate)) > 1e-6 * float(rate):
-            logger.warning("%s: fs=%g given but the file's rate is %g Hz; using fs", path, fs,
-                           rate)
+        rate = positive_number(rate, f"{path}: {series.name}.rate (frame rate in Hz)")
+        if fs is not None and abs(fs - rate) > 1e-6 * rate:
+            warn(f"{path}: fs={fs:g} given but the file's rate is {rate:g} Hz; using fs")
             return fs, tmin, "argument"
-        return float(rate), tmin, "rate"
+        return rate, tmin, "rate"
     stamps = getattr(series, "timestamps", None)
     if stamps is None:
         if fs is None:
@@ -620,14 +711,15 @@ def _nwb_rois(series, n_rois, path):
                 pos[k] = (centre[0], centre[1], centre[2] if len(centre) > 2 else 0.0)
     iscell = iscell_prob = None
     if "iscell" in columns:
-        iscell, iscell_prob = _split_iscell(np.asarray(table["iscell"].data[:])[index])
+        iscell, iscell_prob = _split_iscell(np.asarray(table["iscell"].data[:])[index],
+                                            f"{path}: {table.name}/iscell")
     return _roi_names(n_rois, ids), pos, iscell, iscell_prob
 
 
 # --------------------------------------------------------------------------------------------
 # plain arrays
 # --------------------------------------------------------------------------------------------
-def _read_array(path, *, fs, signal, neucoeff):
+def _read_array(path, *, fs, signal, neucoeff, on_nonfinite):
     if fs is None:
         raise DataError(f"{path}: a plain array carries no frame rate; pass fs= (Hz)")
     if signal not in ("dff", "F"):
@@ -643,6 +735,7 @@ def _read_array(path, *, fs, signal, neucoeff):
     if names is None:
         names = _roi_names(data.shape[0])
     ds = _build(data, names=names, fs=fs, units="a.u.", path=path, fmt="array",
+                on_nonfinite=on_nonfinite,
                 attrs={"calcium_signal": signal})
     ds = append_history(ds, "read_calcium", path=str(path), format="array", signal=signal,
                         fs=fs)
@@ -655,7 +748,7 @@ def _read_table(path):
     """A cells x time text table, optionally with ROI names in the first column."""
     import pandas as pd
 
-    df = read_delimited(path, "delimited table", header=None)
+    df = read_table(path, "cells x frames table", header=None)
     names = None
     first_col = pd.to_numeric(df.iloc[:, 0], errors="coerce")
     if df.shape[1] > 1 and first_col.isna().sum() > len(df) // 2:

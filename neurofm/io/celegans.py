@@ -20,11 +20,11 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .._checks import check_positive
-from .._logging import logger, use_log_level
+from .._checks import check_option, check_positive
+from .._logging import logger, use_log_level, warn
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
-from ._common import regular_step
+from ._common import NONFINITE_POLICIES, check_nonfinite, regular_step
 
 __all__ = [
     "NEURON_ALIASES",
@@ -98,7 +98,8 @@ def canonical_label(name):
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
-def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
+def read_celegans(path, *, worms=None, signal="calcium_data", on_nonfinite="raise",
+                  verbose=None):
     """Read worms of the homogenized C. elegans dataset (parquet) into canonical recordings.
 
     Parameters
@@ -113,6 +114,12 @@ def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
         The trace column that lands in ``signal``: "calcium_data" (default),
         "smooth_calcium_data", "residual_calcium", ... or an "original_*" column (read on
         its own time axis, which must be regular).
+    on_nonfinite : {"raise", "warn"}
+        NaN/Inf inside the trace of a recorded neuron (neurons that were not recorded are NaN
+        by design and never count): "raise" (default) a
+        :class:`~neurofm.errors.DataError` naming the file, worm, neurons and sample counts;
+        "warn" keeps the worm with a :class:`~neurofm.errors.NeurofmWarning` and marks those
+        neurons bad (values kept as read).
     verbose : bool | str | None
         Log level for this call.
 
@@ -130,9 +137,11 @@ def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
     ------
     FormatError
         Missing file or columns, a labelled neuron that is not one of the 300.
+        A ``slot`` that is not an integer.
     DataError
         No worm matches ``worms``, traces whose length differs from their time vector,
-        irregular time steps, a neuron present twice in one worm.
+        irregular time steps, a neuron present twice in one worm, NaN/Inf in a recorded
+        neuron (``on_nonfinite="raise"``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -143,6 +152,7 @@ def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
             raise FormatError(f"{path}: parquet file not found")
         if not isinstance(signal, str) or not signal:
             raise NeurofmError(f"signal must be a trace column name; got {signal!r}")
+        check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         time_col = "original_time_in_seconds" if signal.startswith("original_") \
             else "time_in_seconds"
         try:
@@ -172,8 +182,10 @@ def read_celegans(path, *, worms=None, signal="calcium_data", verbose=None):
             keys = _select_worms(df, None, path)
         src = df["source_dataset"].astype(str).to_numpy()
         wrm = df["worm"].astype(str).to_numpy()
-        out = [_worm_recording(df[(src == s) & (wrm == w)], s, w, signal, time_col, path)
-               for s, w in keys]
+        logger.debug("%s: %d row(s), columns %s, worms %s", path, len(df), columns,
+                     [f"{s}/{w}" for s, w in keys])
+        out = [_worm_recording(df[(src == s) & (wrm == w)], s, w, signal, time_col, path,
+                               on_nonfinite) for s, w in keys]
         logger.info("read %s: %d worm(s), signal %s", path, len(out), signal)
         return out
 
@@ -192,7 +204,7 @@ def _select_worms(df, worms, path):
     return [k for k in keys if k[1] in wanted or f"{k[0]}/{k[1]}" in wanted]
 
 
-def _worm_recording(rows, source, worm, signal, time_col, path):
+def _worm_recording(rows, source, worm, signal, time_col, path, on_nonfinite):
     where = f"{path} [{source}/{worm}]"
     time = np.asarray(rows[time_col].iloc[0], dtype=np.float64).ravel()
     if time.size < 2:
@@ -221,14 +233,21 @@ def _worm_recording(rows, source, worm, signal, time_col, path):
         k = _LABEL_INDEX[label]
         if recorded[k]:
             raise DataError(f"{where}: neuron {label} appears twice")
-        if int(slot) != k:
-            slot_mismatch.append(f"{neuron}@{int(slot)}")
+        try:
+            slot = int(slot)
+        except (TypeError, ValueError) as err:
+            raise FormatError(f"{where}: neuron {neuron} has slot={slot!r}; expected an integer "
+                              "index into the 300 neuron labels") from err
+        if slot != k:
+            slot_mismatch.append(f"{neuron}@{slot}")
         data[k] = values
         recorded[k] = True
     if slot_mismatch:
-        logger.warning("%s: %d labelled neuron(s) sit in a slot other than their label's "
-                       "index; placed by name: %s", where, len(slot_mismatch),
-                       ", ".join(slot_mismatch[:10]))
+        warn(f"{where}: {len(slot_mismatch)} labelled neuron(s) sit in a slot other than "
+             f"their label's index; placed by name: {', '.join(slot_mismatch[:10])}")
+    bad = np.zeros(len(NEURON_LABELS), dtype=bool)
+    bad[recorded] = check_nonfinite(data[recorded], np.asarray(NEURON_LABELS)[recorded],
+                                    where, on_nonfinite)
     first = rows.iloc[0]
     provenance = {c: str(first[c]) for c in _PROVENANCE if c in rows.columns}
     normalized = signal in ("calcium_data", "smooth_calcium_data") and \
@@ -237,14 +256,16 @@ def _worm_recording(rows, source, worm, signal, time_col, path):
         data, channel=NEURON_LABELS, sfreq=1.0 / dt, modality="calcium", ch_type="cell",
         units="z" if normalized else "a.u.", tmin=float(time[0]),
         subject=f"{source}{worm}", worm=worm, source_dataset=source,
-        source_file=str(Path(path).resolve()), source_format="celegans_parquet",
+        bad=bad, source_file=str(Path(path).resolve()), source_format="celegans_parquet",
         n_unlabeled_neurons=n_unlabeled, calcium_signal=signal, **provenance,
     )
     ds = ds.assign_coords(recorded=("channel", recorded))
     ds = append_history(ds, "read_celegans", path=str(path), worm=worm, source_dataset=source,
                         signal=signal, dt=dt, n_recorded=int(recorded.sum()),
                         n_unlabeled_dropped=n_unlabeled)
-    validate(ds, name=where)
+    validate(ds, name=where, check_values=not bad.any())
+    logger.debug("%s: %d recorded neuron(s), %d unlabelled ROI(s) left out, dt %g s", where,
+                 int(recorded.sum()), n_unlabeled, dt)
     return ds
 
 

@@ -16,18 +16,24 @@ already extracted time x ROI table.
 from __future__ import annotations
 
 import os
-import re
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from .._checks import check_option, check_positive
-from .._logging import logger, use_log_level
+from .._logging import logger, use_log_level, warn
 from ..errors import DataError, FormatError, NeurofmError
 from ..schema import append_history, make_recording, validate
-from ._common import read_delimited
+from ._common import (
+    NONFINITE_POLICIES,
+    check_nonfinite,
+    check_not_empty,
+    read_delimited,
+    read_table,
+)
 from .bids import parse_entities, sidecar_metadata
 
 __all__ = ["COORDINATE_ATLASES", "read_fmri", "read_roi_timeseries"]
@@ -45,7 +51,8 @@ _MS_THRESHOLD = 100.0  # a "TR" above this many seconds is really milliseconds
 # --------------------------------------------------------------------------------------------
 def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "wm_csf"),
               t_r=None, standardize="zscore_sample", detrend=False, low_pass=None,
-              high_pass=None, radius=5.0, labels=None, mask_img=None, verbose=None):
+              high_pass=None, radius=5.0, labels=None, mask_img=None, on_nonfinite="raise",
+              verbose=None):
     """Extract ROI time series from a 4D BOLD image.
 
     Parameters
@@ -85,8 +92,21 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         Default: the label values ("1", "2", ...) and "map<k>" for maps.
     mask_img : str | os.PathLike | nibabel image, optional
         Brain mask passed to the masker.
+    on_nonfinite : {"raise", "warn"}
+        NaN/Inf in the extracted ROI time series: "raise" (default) a
+        :class:`~neurofm.errors.DataError` naming the file, ROIs and sample counts; "warn"
+        keeps the recording with a :class:`~neurofm.errors.NeurofmWarning` and marks those
+        ROIs bad.
     verbose : bool | str | None
-        Log level for this call.
+        Log level for this call: True or "info" logs what was read, "debug" also the masker
+        settings, "error" silences the warnings.
+
+    Warns
+    -----
+    NeurofmWarning
+        Parcels, maps or spheres of the atlas that hold no voxel of the BOLD image (dropped,
+        listed in the history); a header TR read as milliseconds; ``t_r`` overriding a
+        different TR of the sidecar or header.
 
     Returns
     -------
@@ -102,9 +122,10 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
     DataError
         A 3D image, no TR anywhere, an atlas that does not overlap the BOLD field of view,
         confounds of the wrong length or with NaN, too few volumes for the filter, a scrubbing
-        strategy that removes every volume.
+        strategy that removes every volume, NaN/Inf in the ROI time series
+        (``on_nonfinite="raise"``).
     FormatError
-        Missing or unreadable files, no fMRIPrep confounds next to ``bold``.
+        Missing, unreadable or truncated files, no fMRIPrep confounds next to ``bold``.
     """
     with use_log_level(verbose):
         img, bold_path = _load_bold(bold)
@@ -112,6 +133,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         n_volumes = int(img.shape[3])
         t_r, t_r_source = _repetition_time(img, bold_path, t_r)
         radius = check_positive("radius", radius)
+        check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         use_fmriprep = isinstance(confounds, str) and confounds == "fmriprep"
         if high_pass is not None and use_fmriprep and "high_pass" in tuple(strategy):
             raise NeurofmError(
@@ -128,18 +150,25 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
             raise DataError(f"{where}: the confound strategy {tuple(strategy)} "
                             f"marks all {n_volumes} volumes for removal (sample_mask is empty)")
         std = _nilearn_standardize(standardize)
+        _check_filter(n_volumes, low_pass, high_pass, t_r, where)
+        n_regions = len(spec["names"])
         masker = _make_masker(spec, std, detrend, low_pass, high_pass, t_r, radius,
                               mask_img)
-        X, empty = _transform(masker, spec, img, conf, sample_mask, where, kept.size,
-                              low_pass, high_pass)
+        logger.debug("%s: %s with %d region(s) of %s, standardize=%s, detrend=%s, "
+                     "low_pass=%s, high_pass=%s, t_r=%g, confounds=%s", where,
+                     type(masker).__name__, n_regions, spec["name"], std, detrend, low_pass,
+                     high_pass, t_r, conf_source)
+        X, empty = _transform(masker, spec, img, conf, sample_mask, where)
         names = spec["names"]
         if X.shape[1] != len(names):
             raise DataError(f"{where}: the masker returned {X.shape[1]} regions but "
                             f"{len(names)} were expected from the atlas")
         if empty:
-            logger.warning("%s: %d empty parcel(s) dropped (no voxel of the BOLD image after "
-                           "resampling/masking): %s", where, len(empty),
-                           ", ".join(empty[:20]) + (" ..." if len(empty) > 20 else ""))
+            what = {"labels": "parcel(s)", "maps": "map(s)", "spheres": "sphere(s)"}[spec["kind"]]
+            warn(f"{where}: {len(empty)} of {n_regions} {what} of atlas {spec['name']!r} hold "
+                 "no voxel of the BOLD image (after resampling/masking) and were dropped: "
+                 + ", ".join(empty[:20]) + (" ..." if len(empty) > 20 else ""))
+        bad = check_nonfinite(X.T, names, where, on_nonfinite)
         entities = parse_entities(bold_path) if bold_path else {}
         space = entities.get("space") or "unknown"
         frame = "mni" if spec["kind"] == "spheres" or space.lower().startswith("mni") \
@@ -147,7 +176,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         attrs = {k: entities[k] for k in ("subject", "session", "task", "run") if k in entities}
         ds = make_recording(
             X.T, channel=names, sfreq=1.0 / t_r, modality="fmri", ch_type="roi",
-            ch_pos=spec["pos"],
+            ch_pos=spec["pos"], bad=bad,
             units="z" if std in ("zscore_sample", "zscore") else "a.u.",
             pos_coord_frame=frame, pos_units="mm", t_r=t_r, atlas=spec["name"], space=space,
             source_file=str(Path(bold_path).resolve()) if bold_path else "",
@@ -176,7 +205,7 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         if dropped:
             logger.info("%s: %d volume(s) dropped by the confound sample_mask: %s",
                         where, len(dropped), dropped)
-        validate(ds, name=where)
+        validate(ds, name=where, check_values=not bad.any())
         logger.info("read %s: %d ROIs x %d volumes (TR %g s, %s)", where,
                     ds.sizes["channel"], ds.sizes["time"], t_r, spec["name"])
         return ds
@@ -219,6 +248,18 @@ def _load_bold(bold):
                         f"{len(img.shape)}D image of shape {tuple(img.shape)}")
     if img.shape[3] < 2:
         raise DataError(f"{_name(path)}: expected at least 2 volumes; got {img.shape[3]}")
+    if not isinstance(img.dataobj, np.ndarray):
+        # nibabel reads the voxels lazily: read them here, where a truncated or corrupt file
+        # can be named, instead of inside the masker (nilearn reads them all anyway)
+        source = _name(path) if path else (img.get_filename() or _name(path))
+        try:
+            data = np.asanyarray(img.dataobj)
+        except (EOFError, OSError, ValueError, zlib.error) as err:
+            raise FormatError(
+                f"{source}: truncated or corrupt NIfTI data: expected {img.shape} values of "
+                f"{img.get_data_dtype()} ({type(err).__name__}: {err})"
+            ) from err
+        img = img.__class__(data, img.affine, img.header)
     return img, path
 
 
@@ -242,8 +283,8 @@ def _repetition_time(img, path, t_r):
     if t_r is not None:
         t_r = check_positive("t_r", t_r)
         if file_tr is not None and abs(file_tr - t_r) > 0.01 * t_r:
-            logger.warning("%s: t_r=%g s given but the %s says %g s; using t_r=%g", _name(path),
-                           t_r, source, file_tr, t_r)
+            warn(f"{_name(path)}: t_r={t_r:g} s given but the {source} says {file_tr:g} s; "
+                 f"using t_r={t_r:g}")
         return t_r, "argument"
     if file_tr is None:
         raise DataError(f"{_name(path)}: no repetition time: no JSON sidecar with "
@@ -269,9 +310,9 @@ def _header_tr(img, path):
     if unit in ("hz", "ppm", "rads"):
         return None
     if tr > _MS_THRESHOLD:
-        logger.warning("%s: the header says TR = %g %s, which is implausible in seconds; "
-                       "reading it as milliseconds (%g s)", _name(path), tr,
-                       "s" if unit == "sec" else "(no unit)", tr / 1000.0)
+        warn(f"{_name(path)}: the header says TR = {tr:g} "
+             f"{'s' if unit == 'sec' else '(no unit)'}, which is implausible in seconds; "
+             f"reading it as milliseconds ({tr / 1000.0:g} s); pass t_r= to override")
         return tr / 1000.0
     return tr
 
@@ -543,67 +584,130 @@ def _make_masker(spec, standardize, detrend, low_pass, high_pass, t_r, radius, m
     return NiftiSpheresMasker(spec["seeds"], radius=radius, allow_overlap=True, **common)
 
 
-_REMOVED_RE = re.compile(r"labels were removed")
-_EMPTY_SPHERES_RE = re.compile(r"These spheres are empty: \[([\d\s,]*)\]")
-_PADLEN_RE = re.compile(r"padlen, which is (\d+)")
+_BUTTERWORTH_ORDER = 5  # nilearn.signal.butterworth's default, used by its maskers
 
 
-def _transform(masker, spec, img, conf, sample_mask, where, n_kept, low_pass, high_pass):
+def _check_filter(n_volumes, low_pass, high_pass, t_r, where):
+    """Refuse cut-offs nilearn cannot apply and runs too short for its Butterworth filter.
+
+    nilearn filters with ``scipy.signal.sosfiltfilt`` (order 5, cut-offs at or above Nyquist
+    lowered just below it), whose default padding needs more than ``padlen`` samples; with a
+    scrubbing ``sample_mask`` the censored volumes are interpolated first, so the whole run
+    is filtered.
+    """
+    from scipy.signal import butter
+
+    low_pass = check_positive("low_pass", low_pass, allow_none=True)
+    high_pass = check_positive("high_pass", high_pass, allow_none=True)
+    if low_pass is None and high_pass is None:
+        return
+    if low_pass is not None and high_pass is not None and high_pass >= low_pass:
+        raise NeurofmError(f"high_pass={high_pass} Hz must be below low_pass={low_pass} Hz "
+                           "(a band-pass filter)")
+    nyquist = 0.5 / t_r
+    eps = np.finfo(np.float32).eps
+
+    def below_nyquist(freq):
+        return nyquist - nyquist * 10 * eps if freq >= nyquist else freq
+
+    freqs = [below_nyquist(f) for f in (high_pass, low_pass) if f is not None]
+    btype = "band" if len(freqs) == 2 else ("high" if high_pass is not None else "low")
+    sos = butter(_BUTTERWORTH_ORDER, freqs if len(freqs) == 2 else freqs[0], btype=btype,
+                 output="sos", fs=1.0 / t_r)
+    padlen = 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()),
+                                         int((sos[:, 5] == 0).sum())))
+    if n_volumes <= padlen:
+        raise DataError(
+            f"{where}: {n_volumes} volumes are too few for the requested filter "
+            f"(low_pass={low_pass}, high_pass={high_pass}, TR {t_r:g} s): nilearn's order-"
+            f"{_BUTTERWORTH_ORDER} Butterworth filter needs at least {padlen + 1} volumes; "
+            "drop the filter or use a longer run"
+        )
+
+
+def _labels_on_bold_grid(spec, img, mask_img, where):
+    """Resample a labels atlas (and mask) onto the BOLD grid as nilearn would; check overlap.
+
+    Replaces ``spec["img"]`` by the resampled atlas, so that the masker does not resample it
+    again, and returns the names of the parcels that vanished.
+    """
+    from nilearn.image import resample_img
+    from nilearn.image.resampling import BoundingBoxError
+
+    atlas = spec["img"]
+    shape = tuple(img.shape[:3])
+
+    def on_grid(image):
+        if tuple(image.shape[:3]) == shape and np.allclose(image.affine, img.affine):
+            return image
+        return resample_img(image, target_affine=img.affine, target_shape=shape,
+                            interpolation="nearest", force_resample=True, copy_header=True)
+
+    try:
+        resampled = on_grid(atlas)
+    except BoundingBoxError as err:
+        raise DataError(
+            f"{where}: the atlas {spec['name']!r} does not overlap the BOLD field of view "
+            f"(affines/shapes cannot be matched by resampling: {err}); check that both are in "
+            "the same space"
+        ) from err
+    data = np.asarray(resampled.dataobj)
+    present = np.unique(data)
+    inside = data
+    if mask_img is not None:
+        from nilearn.image import load_img
+
+        mask = np.asarray(on_grid(load_img(mask_img)).dataobj) != 0
+        inside = data[mask]
+    labels_left = np.setdiff1d(np.unique(inside), [0])
+    if labels_left.size == 0:
+        raise DataError(
+            f"{where}: no parcel of atlas {spec['name']!r} lies in the BOLD field of view"
+            f"{' inside mask_img' if mask_img is not None else ''} after resampling it to the "
+            f"BOLD grid {shape}; check that both images are in the same space"
+        )
+    if present.size < 2:
+        raise DataError(
+            f"{where}: after resampling atlas {spec['name']!r} to the BOLD grid {shape}, "
+            f"parcel {int(present[0])} fills every voxel: nilearn needs background (0) and at "
+            "least one parcel; use a finer atlas or pass mask_img"
+        )
+    spec["img"] = resampled
+    return _drop_regions(spec, [i for i, v in enumerate(spec["values"])
+                                if int(v) not in set(present.tolist())])
+
+
+def _transform(masker, spec, img, conf, sample_mask, where):
     """Run the masker; return (X of shape (n_kept, n_regions), names of empty parcels).
 
-    Empty parcels are also removed from ``spec``, whose names, positions and extra coords
-    then describe the columns of X.
+    The preconditions nilearn would fail on (an atlas outside the field of view, empty
+    spheres, parcels lost in resampling) are checked before; empty parcels are removed from
+    ``spec``, whose names, positions and extra coords then describe the columns of X.
     """
     from nilearn.image.resampling import BoundingBoxError
 
     empty = []
     if spec["kind"] == "spheres":
-        drop = _empty_spheres(spec, img, masker)
-        if drop:
-            empty = _drop_regions(spec, drop)
-            masker.seeds = [tuple(s) for s in spec["seeds"]]
-    for attempt in range(2):
-        if spec["kind"] == "spheres" and not spec["names"]:
+        empty = _drop_regions(spec, _empty_spheres(spec, img, masker))
+        if not spec["names"]:
             raise DataError(f"{where}: no sphere of atlas {spec['name']!r} (radius "
                             f"{masker.radius} mm) contains a voxel of the BOLD image; check "
                             "that the image is in the atlas space (MNI)")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*labels were removed.*")
-                X = masker.fit_transform(img, confounds=conf, sample_mask=sample_mask)
-            break
-        except BoundingBoxError as err:
-            raise DataError(
-                f"{where}: the atlas {spec['name']!r} does not overlap the BOLD field "
-                f"of view (affines/shapes cannot be matched by resampling: {err}); check that "
-                "both are in the same space"
-            ) from err
-        except ValueError as err:
-            msg = str(err)
-            m = _PADLEN_RE.search(msg)
-            if m or "padlen" in msg:
-                need = int(m.group(1)) + 1 if m else None
-                raise DataError(
-                    f"{where}: {n_kept} volumes are too few for the requested filter "
-                    f"(low_pass={low_pass}, high_pass={high_pass}): the Butterworth filter "
-                    f"needs {'at least ' + str(need) if need else 'more'} volumes; drop the "
-                    "filter or use a longer run"
-                ) from err
-            if "No label left" in msg:
-                raise DataError(
-                    f"{where}: after resampling atlas {spec['name']!r} to the BOLD "
-                    "grid, fewer than two distinct values (parcels and background) remain in "
-                    f"the field of view, which nilearn cannot use ({msg}); use a finer atlas or "
-                    "check that both images are in the same space"
-                ) from err
-            m = _EMPTY_SPHERES_RE.search(msg)
-            if m and spec["kind"] == "spheres" and attempt == 0:
-                idx = [int(v) for v in re.findall(r"\d+", m.group(1))]
-                empty += _drop_regions(spec, idx)
-                masker = _replace_seeds(masker, spec)
-                continue
-            raise DataError(f"{where}: nilearn could not extract the time series "
-                            f"with atlas {spec['name']!r}: {msg}") from err
+        masker.seeds = [tuple(s) for s in spec["seeds"]]
+    elif spec["kind"] == "labels":
+        empty = _labels_on_bold_grid(spec, img, masker.mask_img, where)
+        masker.labels_img = spec["img"]
+    try:
+        X = masker.fit_transform(img, confounds=conf, sample_mask=sample_mask)
+    except BoundingBoxError as err:
+        raise DataError(
+            f"{where}: the atlas {spec['name']!r} does not overlap the BOLD field "
+            f"of view (affines/shapes cannot be matched by resampling: {err}); check that "
+            "both are in the same space"
+        ) from err
+    except ValueError as err:
+        raise DataError(f"{where}: nilearn could not extract the time series "
+                        f"with atlas {spec['name']!r}: {err}") from err
     X = np.asarray(X, dtype=np.float64)
     if X.ndim == 1:
         X = X[None, :]
@@ -644,7 +748,12 @@ def _empty_spheres(spec, img, masker):
     inside = np.all((nearest >= 0) & (nearest < np.array(shape)), axis=1)
     near_in_mask = np.zeros(len(seeds), dtype=bool)
     near_in_mask[inside] = mask[tuple(nearest[inside].T)]
-    return [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]]
+    # nilearn also keeps the in-mask voxel whose world coordinates, truncated to integers,
+    # equal the seed's truncated coordinates
+    truncated = {tuple(v) for v in xyz.astype(int).tolist()}
+    seed_cell = [tuple(int(c) for c in seed) for seed in spec["seeds"]]
+    return [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]
+            and seed_cell[i] not in truncated]
 
 
 def _drop_regions(spec, idx):
@@ -663,18 +772,11 @@ def _drop_regions(spec, idx):
     return names
 
 
-def _replace_seeds(masker, spec):
-    from sklearn.base import clone
-
-    new = clone(masker)
-    new.seeds = [tuple(s) for s in spec["seeds"]]
-    return new
-
-
 # --------------------------------------------------------------------------------------------
 # read_roi_timeseries
 # --------------------------------------------------------------------------------------------
-def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None):
+def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, on_nonfinite="raise",
+                        verbose=None):
     """Wrap an already extracted ROI time series table as a canonical fMRI recording.
 
     Parameters
@@ -688,6 +790,10 @@ def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None
         ROI names (length n_rois); override the header.
     ch_pos : array-like of shape (n_rois, 3) | dict, optional
         ROI positions in mm.
+    on_nonfinite : {"raise", "warn"}
+        NaN/Inf values (including empty cells of a table): "raise" (default) a
+        :class:`~neurofm.errors.DataError` naming the source, ROIs and counts; "warn" keeps
+        them with a :class:`~neurofm.errors.NeurofmWarning` and marks those ROIs bad.
     verbose : bool | str | None
         Log level for this call.
 
@@ -696,20 +802,29 @@ def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None
     ds : xarray.Dataset
         Canonical recording, modality "fmri": ``signal`` (n_rois, n_volumes) float32, ch_type
         "roi", sfreq = 1 / t_r, attrs ``t_r``.
+
+    Raises
+    ------
+    DataError
+        An empty file or table (no ROI or no volume), non-numeric values, NaN/Inf
+        (``on_nonfinite="raise"``), ``roi_names`` of the wrong length.
+    FormatError
+        A missing or unparsable file.
     """
     import pandas as pd
 
     with use_log_level(verbose):
         t_r = check_positive("t_r", t_r)
+        check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
         source = "array"
         header = None
         if isinstance(table, (str, os.PathLike)):
             path = Path(table)
             if not path.is_file():
                 raise FormatError(f"{path}: ROI time series table not found")
-            df = read_delimited(path, "CSV/TSV table")
+            df = read_table(path, "ROI time series table")
             if all(_is_number(c) for c in df.columns):  # no header row
-                df = read_delimited(path, "CSV/TSV table", header=None)
+                df = read_table(path, "ROI time series table", header=None)
             else:
                 header = [str(c) for c in df.columns]
             source = str(path.resolve())
@@ -728,6 +843,7 @@ def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None
         if data.ndim != 2:
             raise DataError(f"ROI table ({source}) must be 2-D (n_volumes, n_rois); got shape "
                             f"{data.shape}")
+        check_not_empty(data.shape, source, layout="(n_volumes, n_rois)")
         n_vol, n_roi = data.shape
         if roi_names is not None:
             names = [str(n) for n in roi_names]
@@ -738,14 +854,16 @@ def read_roi_timeseries(table, *, t_r, roi_names=None, ch_pos=None, verbose=None
             names = header
         else:
             names = [f"roi{i:03d}" for i in range(n_roi)]
+        bad = check_nonfinite(data.T, names, source, on_nonfinite)
         ds = make_recording(data.T, channel=names, sfreq=1.0 / t_r, modality="fmri",
-                            ch_type="roi", ch_pos=ch_pos, units="a.u.", pos_units="mm",
+                            ch_type="roi", ch_pos=ch_pos, bad=bad, units="a.u.", pos_units="mm",
                             t_r=t_r, atlas="", space="unknown", source_file=source,
                             source_format="roi_table")
         ds = ds.assign_coords(volume=("time", np.arange(n_vol)))
         ds = append_history(ds, "read_roi_timeseries", source=source, t_r=t_r,
                             n_volumes=n_vol, n_rois=n_roi)
-        validate(ds, name=source)
+        validate(ds, name=source, check_values=not bad.any())
+        logger.info("read %s: %d ROIs x %d volumes (TR %g s)", source, n_roi, n_vol, t_r)
         return ds
 
 

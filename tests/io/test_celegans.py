@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from neurofm.errors import DataError, FormatError, NeurofmError
-from neurofm.io import read
+from neurofm.io import read, read_all
 from neurofm.io.celegans import (
     NEURON_LABELS,
     canonical_label,
@@ -137,7 +137,9 @@ def test_select_worms(dataset):
     assert len(one) == 1 and one[0].attrs["worm"] == "worm1"
     with pytest.raises(DataError, match=r"no worm \['worm9'\].*Kato2015/worm0"):
         read_celegans(path, worms="worm9")
-    assert len(read(path)) == 3  # through the registry
+    assert [w.attrs["worm"] for w in read_all(path)] == ["worm0", "worm1", "worm0"]
+    with pytest.raises(FormatError, match=r"holds 3 recordings.*read_all"):
+        read(path)  # read() returns one Dataset
 
 
 def test_original_traces(dataset):
