@@ -89,16 +89,68 @@ class _TorchBackend:
         return self._t.linalg.inv(x)
 
 
-def make_backend(dtype, device):
-    """numpy backend for device=None, torch otherwise (imported lazily); dtype is checked
-    by the caller ("float64" or "float32")."""
+#: The device rule shared by every RSA function that takes ``device=``.
+DEVICE_RULE = (
+    "None (default) computes on the CPU (numpy where a numpy path exists, else torch on the "
+    "CPU); 'auto' uses the first CUDA GPU when torch sees one, else the CPU as for None; "
+    "any torch device ('cpu', 'cuda', 'cuda:1', 'mps', a torch.device) uses torch on that "
+    "device, and a device that torch cannot use raises NeurofmError"
+)
+
+
+def resolve_device(device, param="device"):
+    """Apply :data:`DEVICE_RULE`: -> None (the CPU default path) or a usable torch.device.
+
+    Parameters
+    ----------
+    device : None, "auto", str or torch.device
+    param : str
+        Name of the argument in error messages.
+
+    Raises
+    ------
+    NeurofmError
+        An unknown device string, or a device that this torch build or machine cannot use
+        (e.g. ``"cuda"`` with a CPU-only torch or without a visible GPU).
+    """
     if device is None:
-        return _NumpyBackend(dtype)
+        return None
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    if not isinstance(device, (str, torch.device)):
+        raise NeurofmError(f"{param} must be None, 'auto', a device string such as 'cpu' or "
+                           f"'cuda', or a torch.device; got {type(device).__name__} "
+                           f"({device!r})")
     try:
-        return _TorchBackend(dtype, device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise NeurofmError(f"device must be None or a torch device such as 'cpu' or 'cuda'; "
-                           f"got {device!r} ({err})") from None
+        raise NeurofmError(f"{param} must be None, 'auto' or a torch device such as 'cpu' or "
+                           f"'cuda'; got {device!r} ({err})") from None
+    if dev.type == "meta":
+        raise NeurofmError(f"{param}={device!r}: the meta device holds no data; use None, "
+                           "'auto', 'cpu' or a GPU")
+    try:  # torch raises AssertionError / RuntimeError deep inside for unusable devices
+        torch.empty(1, device=dev)
+    except Exception as err:  # noqa: BLE001 - any failure means the device is not usable
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        cuda = f"; torch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s)" \
+            if dev.type == "cuda" else ""
+        raise NeurofmError(f"{param}={device!r} is not usable here ({why}{cuda}); use "
+                           f"{param}=None for the CPU or {param}='auto' to take a GPU only "
+                           "when there is one") from None
+    return dev
+
+
+def make_backend(dtype, device):
+    """numpy backend for the CPU default (``device`` None, or "auto" without a GPU), torch
+    otherwise (imported lazily); see :func:`resolve_device`. ``dtype`` is checked by the
+    caller ("float64" or "float32")."""
+    dev = resolve_device(device)
+    if dev is None:
+        return _NumpyBackend(dtype)
+    return _TorchBackend(dtype, dev)
 
 
 # --------------------------------------------------------------------------------------
@@ -121,6 +173,8 @@ def rdm_from_means(method, means, be, *, noise=None, prior=(1.0, 0.1)):
     if method == "euclidean":
         return _pairwise_from_kernel(means @ means.T, p)
     if method == "mahalanobis":
+        if noise is None:  # identity precision: the squared Euclidean distance (rsatoolbox)
+            return _pairwise_from_kernel(means @ means.T, p)
         return _pairwise_from_kernel((means @ noise) @ means.T, p)
     if method == "correlation":
         centred = _remove_row_mean(means)

@@ -22,11 +22,27 @@ COMPARE_METHODS = ("cosine", "corr", "spearman", "rho-a", "tau-a", "kendall", "c
                    "cosine_cov")
 _LINEAR = ("cosine", "corr", "spearman", "rho-a", "corr_cov", "cosine_cov")
 _TAU = ("tau-a", "kendall")
+#: Fewest conditions an RDM comparison needs: with 2 conditions an RDM has one entry, so a
+#: correlation is undefined and a cosine is only the product of two signs.
+MIN_COMPARE_CONDITIONS = 3
 
 try:  # compiled merge count of discordant pairs; private, so a public fallback is kept
     from scipy.stats._stats import _kendall_dis as _SCIPY_KENDALL_DIS
 except ImportError:  # pragma: no cover - depends on the scipy version
     _SCIPY_KENDALL_DIS = None
+
+
+def check_comparable(n_cond, method, name, what="comparing RDMs"):
+    """Raise DataError unless RDMs with ``n_cond`` conditions can be compared by ``method``.
+
+    Every comparator needs at least :data:`MIN_COMPARE_CONDITIONS` conditions (at least 3
+    dissimilarities), so that all methods, cosine included, accept and refuse the same RDMs.
+    """
+    if n_cond < MIN_COMPARE_CONDITIONS:
+        raise DataError(
+            f"{name}: {what} with method {method!r} needs RDMs with at least "
+            f"{MIN_COMPARE_CONDITIONS} conditions (at least 3 dissimilarities); got {n_cond} "
+            f"conditions ({n_cond * (n_cond - 1) // 2} dissimilarity)")
 
 
 # --------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ._rdm_compare import (
     COMPARE_METHODS,
     _compare_finite,
     _nanmean_rows,
+    check_comparable,
     compare_paired,
     compare_vectors,
     noise_ceiling_finite,
@@ -414,8 +415,7 @@ def evaluate(models, rdms, *, method="corr", inference="fixed", n_boot=1000, boo
     names, model_v = _parse_models(models, data)
     data_v = np.asarray(data.vectors, dtype=np.float64)
     n_rdm, n_cond = data.n_rdm, data.n_cond
-    if n_cond < 3:
-        raise DataError(f"rdms: model evaluation needs at least 3 conditions; got {n_cond}")
+    check_comparable(n_cond, method, "rdms", "model evaluation")
     if inference == "fixed":
         if test == "bootstrap":
             raise NeurofmError("test='bootstrap' needs inference='bootstrap' or 'crossval'")

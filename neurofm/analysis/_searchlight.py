@@ -1,4 +1,5 @@
-"""Whole-brain volume searchlight RDMs with bounded memory (torch backend, GPU if present).
+"""Whole-brain volume searchlight RDMs with bounded memory (torch backend; CPU by default,
+a GPU with ``device="auto"`` or ``"cuda"``).
 
 Condition means of all in-mask voxels are computed once; centres are then processed in
 chunks: each chunk gathers its spheres' voxels into a padded (B, K, S) tensor (B centres, K
@@ -16,8 +17,8 @@ import xarray as xr
 from .._checks import check_option, check_positive, check_positive_int, check_unit_interval
 from .._logging import logger, progress
 from ..errors import DataError
-from ._rdm_calc import encode_labels, fold_condition_counts, group_sums
-from ._rdm_compare import _LINEAR, COMPARE_METHODS, compare_vectors, embed
+from ._rdm_calc import encode_labels, fold_condition_counts, group_sums, resolve_device
+from ._rdm_compare import _LINEAR, COMPARE_METHODS, check_comparable, compare_vectors, embed
 from ._rdm_utils import (
     PAIR_DIM,
     RDMStack,
@@ -162,8 +163,11 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
     remove_mean : bool
         Subtract each pattern's mean over the sphere's voxels (euclidean / crossnobis).
     dtype : {"float32", "float64"}
-    device : str or torch.device, optional
-        Default: ``"cuda"`` when available, else ``"cpu"``.
+    device : None, "auto", str or torch.device
+        The rule of :func:`compute_rdm`: None (default) computes on the CPU (torch, as the
+        searchlight has no numpy path); ``"auto"`` uses the first CUDA GPU when there is
+        one, else the CPU; a torch device uses that device; an unusable device (``"cuda"``
+        on a CPU-only torch) raises NeurofmError.
     chunk_size : int, optional
         Centres per chunk; default chosen so that a chunk needs about ``max_chunk_bytes``
         (64 MiB by default; at least one centre).
@@ -198,6 +202,7 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
         check_option("compare", compare, COMPARE_METHODS)
     check_positive("radius", radius)
     check_unit_interval("threshold", threshold)
+    dev = resolve_device(device) or torch.device("cpu")
     vol, labels, spatial = _load_volume(img, conditions, obs_dim)
     if labels is None:
         if conditions is None or isinstance(conditions, str):
@@ -212,6 +217,8 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
     n_cond = len(cond_values)
     if n_cond < 2:
         raise DataError(f"conditions: an RDM needs at least 2 conditions; got {n_cond}")
+    if models is not None:
+        check_comparable(n_cond, compare, "models", "comparing searchlight RDMs with models")
     mask = _load_mask(mask, vol.shape[1:])
     if not np.issubdtype(vol.dtype, np.number):
         raise DataError(f"img must be numeric; got dtype {vol.dtype}")
@@ -219,10 +226,7 @@ def searchlight_rdms(img, *, mask, radius, method="correlation", conditions=None
     if not np.isfinite(data).all():
         raise DataError(f"img: in-mask voxels must be finite; found "
                         f"{int((~np.isfinite(data)).sum())} NaN/Inf values")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     tdtype = torch.float32 if dtype == "float32" else torch.float64
-    dev = torch.device(device)
 
     # condition (or fold x condition) means of every in-mask voxel, once
     n_vox = data.shape[1]

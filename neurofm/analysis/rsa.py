@@ -29,9 +29,15 @@ import numpy as np
 import xarray as xr
 
 from .._checks import check_option, check_positive_int, validate_type
+from .._logging import logger
 from ..errors import DataError, NeurofmError
 from . import _rdm_calc as _calc
-from ._rdm_compare import COMPARE_METHODS, compare_vectors, noise_ceiling_vectors
+from ._rdm_compare import (
+    COMPARE_METHODS,
+    check_comparable,
+    compare_vectors,
+    noise_ceiling_vectors,
+)
 from ._rdm_utils import (
     COL_DIM,
     ROW_DIM,
@@ -77,6 +83,8 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
     - ``"euclidean"``: ||a_i - a_j||^2 / P (squared Euclidean);
     - ``"correlation"``: 1 - corr(a_i, a_j);
     - ``"mahalanobis"``: (a_i - a_j)^T L (a_i - a_j) / P, L = ``noise`` (a precision);
+      without ``noise`` L is the identity, which gives the squared Euclidean distance (as
+      rsatoolbox's ``calc_rdm_mahalanobis``; an INFO log message says so);
     - ``"crossnobis"``: mean over folds f of (a_i - a_j)^T L (b_i - b_j) / P with b the means
       of fold f and a the means of all other folds (L = identity when ``noise`` is None);
       with a list of per-fold precisions, pairs of folds (k < l) use inv((S_k + S_l) / 2);
@@ -102,14 +110,19 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
         (this needs the same number of repetitions for every condition).
     noise : ndarray of shape (n_channels, n_channels) or list of them, optional
         Noise precision matrix (see :func:`prec_from_residuals`); for ``crossnobis`` also a
-        list (or array of shape (n_folds, P, P)) with one precision per fold.
+        list (or array of shape (n_folds, P, P)) with one precision per fold. None means
+        the identity for ``mahalanobis`` and ``crossnobis``.
     remove_mean : bool
         Subtract each pattern's mean over channels first (no effect on correlation and the
         Poisson distances, as in rsatoolbox).
     dtype : {"float64", "float32"}
         Precision of the computation and of the result; float32 halves memory and time.
-    device : str or torch.device, optional
-        None computes with numpy; ``"cpu"`` / ``"cuda"`` use the torch backend.
+    device : None, "auto", str or torch.device
+        None (default) computes with numpy on the CPU; ``"auto"`` uses torch on the first
+        CUDA GPU when there is one and numpy otherwise; a torch device (``"cpu"``,
+        ``"cuda"``, ``"cuda:1"``...) uses torch on it. The same rule holds for every RSA
+        function taking ``device=``; an unusable device (``"cuda"`` on a CPU-only torch)
+        raises NeurofmError.
     prior_lambda, prior_weight : float
         Prior of the Poisson distances (rsatoolbox's defaults 1 and 0.1).
 
@@ -125,7 +138,7 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
         NaN/Inf data, fewer than two conditions, mismatched label length, a condition
         missing from a fold, bad noise shapes, negative values for the Poisson distances.
     NeurofmError
-        Unknown method or dtype.
+        Unknown method or dtype, or an unusable ``device``.
     """
     check_option("method", method, _calc.METHODS)
     check_option("dtype", dtype, ("float64", "float32"))
@@ -175,6 +188,10 @@ def compute_rdm(data, *, method="euclidean", conditions=None, folds=None, noise=
             raise NeurofmError(f"folds are only used by the cross-validated methods "
                                f"{_calc.CV_METHODS}; got folds with method={method!r}")
         noise = _calc.check_noise(noise, n_channels, method, 1)
+        if method == "mahalanobis" and noise is None:
+            logger.info("compute_rdm: method='mahalanobis' without noise= uses the identity "
+                        "precision, i.e. the squared Euclidean distance (as rsatoolbox); pass "
+                        "noise=prec_from_residuals(...) for a noise-normalized distance")
         xb = be.array(x)
         counts = np.bincount(codes, minlength=n_cond)
         means = be.group_sums(xb, codes, n_cond) / be.array(counts)[:, None]
@@ -519,13 +536,17 @@ def compare_rdms(a, b, *, method="cosine"):
     float when a and b are single RDMs, otherwise ndarray of shape (n_a, n_b).
     Missing (NaN) entries are handled pairwise: each pair is compared on the entries both
     RDMs have. Comparisons with a constant RDM (undefined correlation) are NaN.
+
+    Raises
+    ------
+    DataError
+        RDMs with fewer than 3 conditions (one dissimilarity cannot be compared: a
+        correlation is undefined and a cosine only compares two signs), for every method.
     """
     check_option("method", method, COMPARE_METHODS)
     sa = as_rdm_stack(a, "a")
     sb = align_conditions(sa, as_rdm_stack(b, "b"), "a", "b")
-    if sa.n_cond < 3 and method not in ("cosine",):
-        raise DataError(f"a, b: method {method!r} needs RDMs with at least 3 conditions; got "
-                        f"{sa.n_cond}")
+    check_comparable(sa.n_cond, method, "a, b")
     out = compare_vectors(np.asarray(sa.vectors), np.asarray(sb.vectors), method)
     if sa.single and sb.single:
         return float(out[0, 0])
@@ -551,12 +572,18 @@ def noise_ceiling(rdms, *, method, groups=None):
     Returns
     -------
     (lower, upper) : tuple of float
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 RDMs, or RDMs with fewer than 3 conditions (as :func:`compare_rdms`).
     """
     check_option("method", method, COMPARE_METHODS)
     stack = as_rdm_stack(rdms, "rdms")
     if stack.single or stack.n_rdm < 2:
         raise DataError(f"rdms: a noise ceiling needs a stack of at least 2 RDMs; got "
                         f"{stack.n_rdm}")
+    check_comparable(stack.n_cond, method, "rdms", "a noise ceiling")
     if groups is not None and len(groups) != stack.n_rdm:
         raise DataError(f"groups must have one entry per RDM ({stack.n_rdm}); got "
                         f"{len(groups)}")
