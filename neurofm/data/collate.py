@@ -47,19 +47,23 @@ def collate(samples):
         raise DataError(f"collate: windows have different lengths {sorted(lengths)} "
                         f"(recording, samples): {which}; resample the store to one rate or "
                         "use window_samples=")
-    n_ch = max(int(s["signal"].shape[0]) for s in samples)
-    n_t = lengths.pop()
-    b = len(samples)
-    signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
-    mask = torch.zeros((b, n_ch), dtype=torch.bool)
-    pos = torch.zeros((b, n_ch, 3), dtype=torch.float32)
-    pos_mask = torch.zeros((b, n_ch), dtype=torch.bool)
-    for k, s in enumerate(samples):
-        c = int(s["signal"].shape[0])
-        signal[k, :c] = s["signal"]
-        mask[k, :c] = s["channel_mask"]
-        pos[k, :c] = s["ch_pos"]
-        pos_mask[k, :c] = s["ch_pos_mask"]
+    counts = [int(s["signal"].shape[0]) for s in samples]
+    n_ch, n_t, b = max(counts), lengths.pop(), len(samples)
+    if min(counts) == n_ch:  # one channel set: plain stacking
+        signal = torch.stack([s["signal"] for s in samples])
+        mask = torch.stack([s["channel_mask"] for s in samples])
+        pos = torch.stack([s["ch_pos"] for s in samples])
+        pos_mask = torch.stack([s["ch_pos_mask"] for s in samples])
+    else:
+        signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
+        mask = torch.zeros((b, n_ch), dtype=torch.bool)
+        pos = torch.zeros((b, n_ch, 3), dtype=torch.float32)
+        pos_mask = torch.zeros((b, n_ch), dtype=torch.bool)
+        for k, (s, c) in enumerate(zip(samples, counts)):
+            signal[k, :c] = s["signal"]
+            mask[k, :c] = s["channel_mask"]
+            pos[k, :c] = s["ch_pos"]
+            pos_mask[k, :c] = s["ch_pos_mask"]
     batch = {"signal": signal, "channel_mask": mask, "ch_pos": pos, "ch_pos_mask": pos_mask}
     for key in ("channel", "ch_type"):
         batch[key] = [list(s[key]) + [""] * (n_ch - len(s[key])) for s in samples]

@@ -139,6 +139,7 @@ class WindowDataset:
         self._meta = [None] * len(self._rec_ids)
         self._channels_mode = self._check_channels(channels)
         self._instance_stats = {}
+        self._layouts = {}
         self._build_index()
         self._target = None
         if isinstance(self._channels_mode, list):
@@ -375,6 +376,34 @@ class WindowDataset:
             return ((x - c[:, None]) / s[:, None]).astype(np.float32, copy=False)
         return stats.apply(x, names, rec_id)
 
+    def _layout(self, rec):
+        """Per-recording channel mapping, masks and positions (computed once)."""
+        layout = self._layouts.get(rec)
+        if layout is not None:
+            return layout
+        meta = self._metadata(rec)
+        if self._target is None:
+            index, present = None, np.ones(len(meta["channel"]), dtype=bool)
+            mask = ~meta["bad"]
+            pos = meta["ch_pos"]
+            types, channel = list(meta["ch_type"]), list(meta["channel"])
+        else:
+            where = {n: k for k, n in enumerate(meta["channel"])}
+            index = np.array([where.get(n, -1) for n in self._target])
+            present = index >= 0
+            mask = present.copy()
+            mask[present] &= ~meta["bad"][index[present]]
+            pos = np.full((len(index), 3), np.nan)
+            pos[present] = meta["ch_pos"][index[present]]
+            types = [meta["ch_type"][k] if k >= 0 else "" for k in index]
+            channel = list(self._target)
+        pos_mask = np.isfinite(pos).all(axis=1)
+        layout = {"index": index, "present": present, "mask": np.asarray(mask, dtype=bool),
+                  "pos": np.where(pos_mask[:, None], pos, 0.0).astype(np.float32),
+                  "pos_mask": pos_mask, "ch_type": types, "channel": channel}
+        self._layouts[rec] = layout
+        return layout
+
     def __getitem__(self, i):
         import torch
 
@@ -382,35 +411,22 @@ class WindowDataset:
         rec = int(self._rows_rec[i])
         start = self._start(i)
         length = int(self._rows_len[i])
-        meta = self._metadata(rec)
         x = self._store_obj().read_window(self._rec_ids[rec], start, start + length)
         x = self._normalize(x, rec)
-        names = meta["channel"]
-        if self._target is None:
+        layout = self._layout(rec)
+        if layout["index"] is None:
             signal = x
-            mask = ~meta["bad"]
-            pos = meta["ch_pos"]
-            types, channel = list(meta["ch_type"]), list(names)
         else:
-            where = {n: k for k, n in enumerate(names)}
-            idx = np.array([where.get(n, -1) for n in self._target])
-            have = idx >= 0
-            signal = np.zeros((len(idx), length), dtype=np.float32)
-            signal[have] = x[idx[have]]
-            mask = have.copy()
-            mask[have] &= ~meta["bad"][idx[have]]
-            pos = np.full((len(idx), 3), np.nan)
-            pos[have] = meta["ch_pos"][idx[have]]
-            types = [meta["ch_type"][k] if k >= 0 else "" for k in idx]
-            channel = list(self._target)
-        pos_mask = np.isfinite(pos).all(axis=1)
+            signal = np.zeros((len(layout["index"]), length), dtype=np.float32)
+            signal[layout["present"]] = x[layout["index"][layout["present"]]]
         sample = {
             "signal": torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
-            "channel_mask": torch.from_numpy(np.asarray(mask, dtype=bool).copy()),
-            "ch_pos": torch.from_numpy(np.where(pos_mask[:, None], pos, 0.0).astype(np.float32)),
-            "ch_pos_mask": torch.from_numpy(pos_mask),
-            "channel": channel,
-            "ch_type": types,
+            # fresh tensors: nothing a caller mutates reaches the cached layout
+            "channel_mask": torch.from_numpy(layout["mask"].copy()),
+            "ch_pos": torch.from_numpy(layout["pos"].copy()),
+            "ch_pos_mask": torch.from_numpy(layout["pos_mask"].copy()),
+            "channel": list(layout["channel"]),
+            "ch_type": list(layout["ch_type"]),
             "recording": self._rec_ids[rec],
             "subject": self._subjects[rec],
             "sfreq": float(self._sfreq[rec]),

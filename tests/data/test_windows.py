@@ -305,3 +305,15 @@ def test_no_warning_on_clean_selection(store):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         WindowDataset(store, window_s=1.0, split="val")
+
+
+def test_samples_do_not_alias_each_other_or_the_store(store):
+    ds = WindowDataset(store, window_s=1.0, split="train", channels=["Cz", "Fz", "Oz"])
+    first = ds[0]
+    expected = {k: first[k].clone() for k in ("signal", "channel_mask", "ch_pos", "ch_pos_mask")}
+    for key in expected:
+        first[key].zero_() if key != "channel_mask" and key != "ch_pos_mask" else \
+            first[key].logical_not_()
+    again = ds[0]
+    for key, value in expected.items():
+        assert torch.equal(again[key], value), key
