@@ -13,7 +13,6 @@ import math
 import numbers
 import re
 import warnings
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -238,30 +237,41 @@ def _check_reader_kwargs(path, fmt, kwargs):
     return dict(kwargs)
 
 
-@contextmanager
-def _routed_warnings(path):
+class _routed_warnings:
     """Collect the warnings MNE (or numpy under it) emits and pass them on to the user.
 
     They come back as :class:`~neurofm.errors.NeurofmWarning` through
-    :func:`neurofm._logging.warn`, prefixed with the file, so they reach the user like every
-    neurofm warning and ``verbose="error"`` silences them; deprecation notices keep their
-    category. Nothing is dropped.
+    :func:`neurofm._logging.warn` (so they point at the user's call), prefixed with the file,
+    so they reach the user like every neurofm warning and ``verbose="error"`` silences them;
+    deprecation notices keep their category. Nothing is dropped.
     """
-    with warnings.catch_warnings(record=True) as caught:
+
+    def __init__(self, path):
+        self.path = path
+        self._catcher = warnings.catch_warnings(record=True)
+
+    def __enter__(self):
+        self._caught = self._catcher.__enter__()
         warnings.simplefilter("always")
-        yield
-    seen = set()
-    for w in caught:
-        key = (w.category, str(w.message))
-        if key in seen:
-            continue
-        seen.add(key)
-        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning,
-                                   FutureWarning)):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        else:
-            warn(f"{path}: {str(w.message).strip()} ({w.category.__name__} from "
-                 f"{Path(w.filename).name})")
+        return self
+
+    def __exit__(self, *exc):
+        self._catcher.__exit__(*exc)
+        seen = set()
+        for w in self._caught:
+            key = (w.category, str(w.message))
+            if key in seen:
+                continue
+            seen.add(key)
+            if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning,
+                                       FutureWarning)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            else:
+                text = " ".join(str(w.message).split())
+                if len(text) > 400:
+                    text = text[:400] + " ..."
+                warn(f"{self.path}: {text} ({w.category.__name__} from MNE while reading)")
+        return False
 
 
 def _check_readable(path):
@@ -463,7 +473,7 @@ def _open_raw(path, reader_kwargs):
     return raw
 
 
-def _check_raw(raw, name):
+def _check_raw(raw, name, *, check_sfreq=True):
     """No channels, no samples: DataError; an implausible sampling rate: a warning."""
     if len(raw.ch_names) == 0:
         raise DataError(f"{name}: holds no channels; expected at least one")
@@ -471,6 +481,8 @@ def _check_raw(raw, name):
         raise DataError(f"{name}: holds no samples ({len(raw.ch_names)} channels); expected "
                         "at least one")
     sfreq = float(raw.info["sfreq"])
+    if not check_sfreq:
+        return
     if not math.isfinite(sfreq) or sfreq <= 0:
         raise DataError(f"{name}: sampling rate {sfreq!r} Hz; expected a finite rate > 0")
     lo, hi = PLAUSIBLE_SFREQ
@@ -579,7 +591,7 @@ def from_mne(raw, *, modality=None, lazy=False, source_file=None, source_format=
     check_option("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
     first = raw.filenames[0] if getattr(raw, "filenames", None) else None
     name = source_file or (str(first) if first else "raw")
-    _check_raw(raw, name)
+    _check_raw(raw, name, check_sfreq=_segments is None)  # read_ephys checked it already
     mne_types = raw.get_channel_types()
     ch_types, units, scale = [], [], np.empty(len(mne_types))
     for i, t in enumerate(mne_types):
