@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,16 +43,36 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("convert", help="read recordings (or a BIDS root) into a store")
+    p = sub.add_parser(
+        "convert", help="read recordings (or a BIDS root) into a store",
+        description="Read recording files, or every recording of one BIDS root, into a "
+                    "training store. Sources already in the store with the same content are "
+                    "skipped, changed ones are converted again. Exit status: 0 when every "
+                    "recording is in the store, 1 when some failed or were skipped (e.g. BOLD "
+                    "runs without --atlas), 2 on a usage error (e.g. an unknown option).")
     p.add_argument("inputs", nargs="+", help="files, directory formats, or one BIDS root")
     p.add_argument("--out", required=True, help="store directory or fsspec URL")
     p.add_argument("--montage", default=None, help="EEG montage to apply (e.g. standard_1020)")
-    p.add_argument("--atlas", default=None, help="fMRI atlas (file or offline atlas name)")
+    p.add_argument("--atlas", default=None,
+                   help="fMRI atlas (labels/maps image, coordinate table or offline atlas "
+                        "name such as power_2011); BOLD runs are not converted without it")
     p.add_argument("--modality", default=None, help="force the modality of ephys files")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other reader option (repeatable), e.g. --option infer_types=true "
+                        "--option 'strategy=[\"wm_csf\", \"global_signal\"]'; VALUE is read "
+                        "as JSON when it parses, else as a string; checked against the "
+                        "readers' signatures")
+    p.add_argument("--datatype", nargs="+", default=None, metavar="TYPE",
+                   choices=["eeg", "meg", "ieeg", "func", "ophys"],
+                   help="BIDS root only: convert only these datatypes (eeg meg ieeg func "
+                        "ophys)")
     p.add_argument("--chunk-seconds", type=float, default=None, help="chunk length in s")
-    p.add_argument("--compressor", default=None, choices=[None, "zstd", "blosc"],
-                   help="compress the signal (default: none, fastest random windows)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--compressor", default="none", type=str.lower,
+                   choices=["none", "zstd", "blosc"],
+                   help="compress the signal: none (default, raw float32, fastest random "
+                        "windows), zstd or blosc (smaller, slower to read); case-insensitive")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing store (rebuild it from these inputs)")
     p.add_argument("--strict", action="store_true", help="stop at the first failing file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
@@ -79,7 +100,11 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`neurofm info STORE | head`) surfaces here
+        return status
+    except BrokenPipeError:
+        return _broken_pipe()
     except NeurofmError as err:
         if args.debug:
             raise
@@ -88,6 +113,20 @@ def main(argv=None):
     except KeyboardInterrupt:  # pragma: no cover
         print("neurofm: interrupted", file=sys.stderr)
         return 130
+
+
+def _broken_pipe():
+    """The reader of stdout went away (``| head``): stop quietly, like other Unix tools.
+
+    The recipe of the Python documentation (signal module, "Note on SIGPIPE"): point stdout at
+    devnull so that the interpreter's final flush does not raise again, and exit with 1.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+    return 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,9 +162,10 @@ def _info_store(args):
 
 
 def _info_bids(args):
-    from .io.bids import find_recordings
+    from .store.convert import bids_recordings
 
-    table = find_recordings(args.path, derivatives=True)
+    # what `neurofm convert` knows: BIDS datatypes, fMRIPrep outputs and suite2p folders
+    table = bids_recordings(args.path)
     if args.json:
         print(json.dumps(_records(table), indent=2, default=str))
         return 0
@@ -159,31 +199,82 @@ def _info_recording(args):
 # convert
 # --------------------------------------------------------------------------------------------
 def _cmd_convert(args):
+    """Exit 0 when every recording found is in the store, 1 when some failed or were left
+    out (BOLD runs without --atlas), 2 on usage errors (raised as NeurofmError)."""
     from .io.bids import is_bids_root
-    from .store.convert import convert_bids, convert_files
+    from .store.convert import ConversionError, convert_bids, convert_files
     from .store.summary import format_store
 
     verbose = False if args.quiet else None
-    kw = {k: v for k, v in (("montage", args.montage), ("modality", args.modality))
-          if v is not None}
-    if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
-        kw.pop("modality", None)  # the BIDS datatype folder decides
-        store = convert_bids(args.inputs[0], args.out, atlas=args.atlas, strict=args.strict,
-                             overwrite=args.overwrite, chunk_seconds=args.chunk_seconds,
-                             compressor=args.compressor, verbose=verbose, **kw)
-    else:
-        if args.atlas:
-            kw["atlas"] = args.atlas
-        store = convert_files(args.inputs, args.out, strict=args.strict,
-                              overwrite=args.overwrite, chunk_seconds=args.chunk_seconds,
-                              compressor=args.compressor, verbose=verbose, **kw)
-    print(format_store(store))
-    if store.failures:
-        print(f"\n{len(store.failures)} file(s) failed and were skipped:", file=sys.stderr)
-        for failure in store.failures:
-            print(f"  {failure['error']}", file=sys.stderr)
+    kw = _reader_options(args.option)
+    kw.update({k: v for k, v in (("montage", args.montage), ("modality", args.modality))
+               if v is not None})
+    layout = {"chunk_seconds": args.chunk_seconds,
+              "compressor": None if args.compressor == "none" else args.compressor}
+    try:
+        if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
+            kw.pop("modality", None)  # the BIDS datatype folder decides
+            store = convert_bids(args.inputs[0], args.out, datatype=args.datatype,
+                                 atlas=args.atlas, strict=args.strict,
+                                 overwrite=args.overwrite, verbose=verbose, **layout, **kw)
+        else:
+            if args.datatype:
+                raise NeurofmError("--datatype applies to a BIDS root only; got "
+                                   f"{len(args.inputs)} input(s) that are not one BIDS root")
+            if args.atlas:
+                kw["atlas"] = args.atlas
+            store = convert_files(args.inputs, args.out, strict=args.strict,
+                                  overwrite=args.overwrite, verbose=verbose, **layout, **kw)
+    except ConversionError as err:  # nothing converted: every failure is in the message
+        print(f"neurofm: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    print(format_store(store))
+    sys.stdout.flush()
+    return _convert_report(store)
+
+
+def _reader_options(items):
+    """``["key=value", ...]`` -> dict; values parsed as JSON when they parse."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise NeurofmError(f"--option must look like KEY=VALUE with KEY a reader "
+                               f"argument name; got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _convert_report(store):
+    """What was done, on stderr; the exit status of ``neurofm convert``."""
+    def say(line=""):
+        print(line, file=sys.stderr)
+
+    done = [f"{len(store.added)} added"]
+    if store.replaced:
+        done.append(f"{len(store.replaced)} replaced (source changed)")
+    if store.unchanged:
+        done.append(f"{len(store.unchanged)} already in the store (unchanged, not converted "
+                    "again)")
+    say(f"\n{'; '.join(done)}")
+    status = 0
+    skipped = getattr(store, "skipped", [])
+    if skipped:
+        say(f"\n{len(skipped)} BOLD run(s) NOT converted: no --atlas given (pass --atlas, "
+            "or --datatype to convert only the other datatypes):")
+        for path in skipped:
+            say(f"  {path}")
+        status = 1
+    if store.failures:
+        say(f"\n{len(store.failures)} file(s) failed and were skipped:")
+        for failure in store.failures:
+            say(f"  {failure['error']}")
+        status = 1
+    return status
 
 
 # --------------------------------------------------------------------------------------------
