@@ -77,10 +77,22 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("preprocess", help="run a preprocessing pipeline (Snakemake)")
-    p.add_argument("config", help="pipeline config YAML (see pipelines/config/)")
+    p = sub.add_parser(
+        "preprocess", help="run a preprocessing pipeline (Snakemake)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the Snakemake preprocessing workflow that ships with neurofm on the "
+                    "recordings a config names\n(a BIDS root or a file list): one job per "
+                    "recording and step, written into a training store\nunder the config's "
+                    "out_dir (store/, qc/, logs/).",
+        epilog="Failed jobs do not stop the others (--keep-going): the store then lists the "
+               "recordings that\nsucceeded, out_dir/failures.tsv names the failed ones, and "
+               "the exit status is non-zero.\nA killed run resumes by running the same "
+               "command again. Example configs: pipelines/config/.\n\n"
+               "  neurofm preprocess study.yaml --cores 8\n"
+               "  neurofm preprocess study.yaml -- --executor slurm --jobs 200")
+    p.add_argument("config", help="pipeline config YAML (see pipelines/config/*_example.yaml)")
     p.add_argument("--cores", type=int, default=1, help="cores for Snakemake (default 1)")
-    p.add_argument("--dry-run", action="store_true", help="show what would run")
+    p.add_argument("--dry-run", action="store_true", help="show what would run, write nothing")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                    help="extra arguments passed to snakemake after '--'")
     p.set_defaults(func=_cmd_preprocess)

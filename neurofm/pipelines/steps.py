@@ -9,9 +9,13 @@ Steps:
 
 - :func:`read_step`: input file -> canonical zarr (EEG/MEG also pick channels);
 - :func:`preprocess_step`: the modality's chain, lazily in time blocks, written into the
-  store folder (``<out_dir>/store/<id>.zarr``);
+  store folder with :func:`neurofm.store.write_recording`; its Snakemake output is a small
+  done-marker, so Snakemake never deletes what the store lists;
 - :func:`qc_step` / :func:`summary_step`: HTML reports (:mod:`neurofm.viz.qc`);
-- :func:`manifest_step`: the store manifest over all recordings, with a seeded subject split.
+- :func:`manifest_step`: the store manifest over all recordings, with a seeded subject split
+  (:func:`neurofm.store.index_store`, which switches it atomically);
+- :func:`failed_run_step`: after failed jobs, the manifest of the recordings that succeeded
+  and ``failures.tsv``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -30,13 +35,15 @@ from .._logging import logger
 from .._version import __version__
 from ..errors import NeurofmError
 from ..store import index_store, open_recording, write_recording
-from .config import STEM, labels_of
+from .discovery import STEM, labels_of
 
 __all__ = [
     "apply_chain",
+    "failed_run_step",
     "manifest_step",
     "preprocess_step",
     "qc_step",
+    "read_done",
     "read_step",
     "run_script",
     "summary_step",
@@ -169,21 +176,26 @@ def apply_chain(ds, steps, *, modality):
     return ds
 
 
-def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, threads=1,
-                    store=None, config_hash=""):
-    """Run the preprocessing chain on one recording and write it in the store layout.
+def preprocess_step(source, output, *, target, modality, steps, block_seconds=120.0,
+                    threads=1, store=None, config_hash=""):
+    """Run the preprocessing chain on one recording and put it into the store folder.
 
     The recording is processed lazily in time blocks of ``block_seconds`` (filters overlap
     the blocks), checkpointed once on disk before scaling (whose statistics need the whole
-    recording), validated and written as ``<store>/<id>.zarr`` exactly as
-    :meth:`neurofm.store.Store.add` writes it; :func:`manifest_step` lists it afterwards.
+    recording), and written with :func:`neurofm.store.write_recording` under ``target``
+    exactly as :meth:`neurofm.store.Store.add` writes it; a version the store already lists
+    stays readable until :func:`manifest_step` switches the manifest. Then ``output``, a small
+    JSON file naming the written recording and its ``config_hash``, marks the job done (it,
+    not the recording, is the Snakemake output, so Snakemake never deletes store data).
 
     Parameters
     ----------
     source : str
         Zarr written by :func:`read_step`.
     output : str
-        Target ``<store>/<id>.zarr`` folder.
+        The done-marker JSON (``work/<modality>/<stem>_desc-preproc.json``).
+    target : str
+        ``<store>/<id>.zarr``.
     modality : str
     steps : dict
         See :func:`apply_chain`.
@@ -195,52 +207,96 @@ def preprocess_step(source, output, *, modality, steps, block_seconds=120.0, thr
         The ``store`` config section (chunk_seconds, compressor).
     config_hash : str
         Fingerprint of the parameters (read + chain + store layout).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The recording as written (what ``output`` names).
     """
     import dask
 
     store = dict(store or {})
     output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f".ckpt-*-{output.stem}.zarr"):  # of killed jobs
+        shutil.rmtree(stale, ignore_errors=True)
     ds = open_recording(source)
     block = max(1, round(block_seconds * ds.attrs["sfreq"]))
     ds = ds.chunk({"time": min(block, ds.sizes["time"]), "channel": -1})
-    token = uuid.uuid4().hex[:8]
-    ckpt = output.with_name(f".ckpt-{token}-{output.name}")
+    ckpt = output.with_name(f".ckpt-{uuid.uuid4().hex[:8]}-{output.stem}.zarr")
     try:
         with dask.config.set(scheduler="threads", num_workers=int(threads)):
-            # the chain runs once into a checkpoint; scaling statistics and validation then
-            # read the checkpoint instead of recomputing the filters
+            # the chain runs once into a checkpoint; the scaling statistics and the store
+            # write then read the checkpoint instead of recomputing the filters
             pre = apply_chain(ds, {**steps, "scale": None}, modality=modality)
             write_zarr(pre, ckpt)
             out = apply_chain(open_recording(ckpt, chunks={}), {"scale": steps.get("scale")},
                               modality=modality)
-            write_zarr(out, output, attrs={"config_hash": config_hash,
-                                           "pipeline_step": "preprocess"},
-                       chunk_seconds=store.get("chunk_seconds"),
-                       compressor=store.get("compressor"))
+            written = write_zarr(out, target, attrs={"config_hash": config_hash,
+                                                     "pipeline_step": "preprocess"},
+                                 chunk_seconds=store.get("chunk_seconds"),
+                                 compressor=store.get("compressor"))
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)
-    logger.info("preprocessed %s -> %s", source, output)
+    _write_json(output, {"id": Path(target).name.removesuffix(".zarr"), "path": str(written),
+                         "config_hash": config_hash, "neurofm_version": __version__})
+    logger.info("preprocessed %s -> %s", source, written)
+    return written
+
+
+def read_done(path):
+    """The content of a preprocess done-marker (see :func:`preprocess_step`).
+
+    Returns
+    -------
+    done : dict
+        ``id``, ``path`` (the recording as written), ``config_hash``, ``neurofm_version``.
+    """
+    try:
+        with open(path) as fid:
+            done = json.load(fid)
+    except (OSError, ValueError) as err:
+        raise NeurofmError(f"{path}: unreadable preprocess marker ({err}); rerun the "
+                           "pipeline") from err
+    if not isinstance(done, dict) or not {"id", "path", "config_hash"} <= set(done):
+        raise NeurofmError(f"{path}: a preprocess marker needs id, path and config_hash; "
+                           f"found {done!r}")
+    return done
+
+
+def _write_json(path, obj):
+    """Write JSON atomically (a temporary name, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    with open(tmp, "w") as fid:
+        json.dump(obj, fid, indent=2, default=str)
+    os.replace(tmp, path)
 
 
 def qc_step(raw, preprocessed, output, *, title, qc=None):
-    """Write the QC report of one recording (see :func:`neurofm.viz.qc.qc_report`)."""
+    """Write the QC report of one recording (see :func:`neurofm.viz.qc.qc_report`).
+
+    ``preprocessed`` is the done-marker of :func:`preprocess_step`.
+    """
     from ..viz.qc import qc_report
 
     qc = dict(qc or {})
-    qc_report(open_recording(raw), open_recording(preprocessed), output, title=title,
-              max_seconds=qc.get("max_seconds", 300.0), n_traces=qc.get("n_traces", 10))
+    qc_report(open_recording(raw), open_recording(read_done(preprocessed)["path"]), output,
+              title=title, max_seconds=qc.get("max_seconds", 300.0),
+              n_traces=qc.get("n_traces", 10))
 
 
 def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pipeline"):
     """Write the summary page of a run (one row per recording, links to its report).
 
-    ``splits`` maps each recording id to its split (train / val / test).
+    ``recordings`` are the done-markers of :func:`preprocess_step`; ``splits`` maps each
+    recording id to its split (train / val / test).
     """
     from ..viz.qc import summary_report
 
     rows = []
-    for rec_id, report, path in zip(ids, reports, recordings):
-        ds = open_recording(path)
+    for rec_id, report, marker in zip(ids, reports, recordings):
+        ds = open_recording(read_done(marker)["path"])
         rows.append({"id": rec_id, "report": os.path.relpath(report, Path(output).parent),
                      "subject": ds.attrs.get("subject", ""),
                      "split": splits.get(rec_id, ""),
@@ -251,16 +307,18 @@ def summary_step(reports, recordings, output, *, ids, splits, title="neurofm pip
     summary_report(rows, output, title=title)
 
 
-def manifest_step(recordings, output, *, ids, splits, config_hash="", config=None):
-    """Write the manifest of the store the preprocess jobs filled, with its split.
+def manifest_step(recordings, output, *, store, ids, splits, config_hash="", config=None,
+                  failures=None):
+    """List the recordings the preprocess jobs wrote in the store's manifest, with splits.
 
     Parameters
     ----------
     recordings : sequence of str
-        The ``<store>/<id>.zarr`` folders written by :func:`preprocess_step`.
+        The done-markers of :func:`preprocess_step`, one per id.
     output : str
-        ``<store>/manifest.parquet`` (written atomically, last, so the store only lists
-        complete recordings).
+        The done-marker of this step (``work/store.json``).
+    store : str
+        The store folder.
     ids : sequence of str
         Store id of each recording.
     splits : dict of str -> str
@@ -270,21 +328,113 @@ def manifest_step(recordings, output, *, ids, splits, config_hash="", config=Non
         Fingerprint of the whole pipeline config, written to ``<store>/pipeline.json``.
     config : dict, optional
         The config itself, kept in ``pipeline.json`` for provenance.
+    failures : str, optional
+        The run's ``failures.tsv``, removed: every recording succeeded.
     """
-    root = Path(output).parent
-    for rec_id, path in zip(ids, recordings):
-        path = Path(path)
-        if path.parent.resolve() != root.resolve() or path.name != f"{rec_id}.zarr":
-            raise NeurofmError(f"{path}: store recordings must be {root}/<id>.zarr")
-    with open(root / "pipeline.json", "w") as fid:
-        json.dump({"config_hash": config_hash, "neurofm_version": __version__,
-                   "config": config, "splits": splits, "recordings": list(ids)}, fid,
-                  indent=2, default=str)
-    # the manifest is written last and atomically: the store lists complete recordings only
-    store = index_store(root, ids=list(ids), splits=splits)
-    manifest = store.manifest
-    counts = manifest["split"].value_counts().to_dict()
-    logger.info("store %s: %d recordings, splits %s", root, len(manifest), counts)
+    for rec_id, marker in zip(ids, recordings):
+        done = read_done(marker)
+        if done["id"] != rec_id:
+            raise NeurofmError(f"{marker}: marks recording {done['id']!r}, expected "
+                               f"{rec_id!r}")
+    _index(store, list(ids), splits, config_hash=config_hash, config=config, failed=[])
+    if failures:
+        Path(failures).unlink(missing_ok=True)
+    _write_json(output, {"store": str(store), "recordings": list(ids),
+                         "config_hash": config_hash})
+
+
+def _index(store, ids, splits, *, config_hash, config, failed):
+    """Switch the store's manifest to ``ids`` (atomically), then write pipeline.json."""
+    splits = {k: v for k, v in splits.items() if k in set(ids)}
+    indexed = index_store(store, ids=ids, splits=splits)
+    _write_json(Path(store) / "pipeline.json",
+                {"config_hash": config_hash, "neurofm_version": __version__, "config": config,
+                 "splits": splits, "recordings": list(ids), "failed": list(failed)})
+    counts = indexed.manifest["split"].value_counts().to_dict()
+    logger.info("store %s: %d recordings, splits %s", store, len(indexed.manifest), counts)
+    return indexed
+
+
+#: One line per failed job in its log (see :func:`run_script`).
+_ERROR_LINE = re.compile(r"ERROR (?P<rule>\w+) (?P<what>\S+): (?P<error>.*)$")
+
+
+def failed_run_step(config, *, since, config_hash=""):
+    """After a run whose jobs failed: a store of the recordings that succeeded, and why the
+    others did not.
+
+    The Snakefile's ``onerror`` handler calls this when, with ``--keep-going``, some jobs
+    failed (Snakemake then skips the manifest rule). The manifest is switched to the
+    recordings whose preprocess done-marker is current (its ``config_hash`` is the config's)
+    and none of whose jobs failed in this run; ``failures.tsv`` (columns ``recording``,
+    ``rule``, ``error``, ``log``) names each failed job from the ``ERROR`` line of its log.
+
+    Parameters
+    ----------
+    config : dict
+        The validated config of the run.
+    since : float
+        Start of the run (``time.time()``): logs older than this belong to earlier runs.
+    config_hash : str
+        Fingerprint of the whole config (for ``pipeline.json``).
+
+    Returns
+    -------
+    failures : pandas.DataFrame
+        The rows of ``failures.tsv``.
+    """
+    import pandas as pd
+
+    from .config import stage_parameters
+    from .discovery import discover, output_layout, wildcards_of
+    from .splits import recording_splits
+
+    recs = discover(config)
+    layout = output_layout(config)
+    chain_hash = stage_parameters(config)["chain_hash"]
+    mod = config["modality"]
+    rows, ok = [], []
+    for rec in recs.itertuples():
+        wc = wildcards_of(rec)
+        errors = []
+        for rule in (f"{mod}_read", f"{mod}_preprocess", f"{mod}_qc"):
+            log = Path(layout["log"].format(rule=rule, **wc))
+            if log.is_file() and log.stat().st_mtime >= since:
+                error = _log_error(log)
+                if error is not None:
+                    errors.append({"recording": rec.id, "rule": rule, "error": error,
+                                   "log": str(log)})
+        done = Path(layout["done"].format(**wc))
+        current = done.is_file() and read_done(done)["config_hash"] == chain_hash
+        if current and not any(e["rule"] != f"{mod}_qc" for e in errors):
+            ok.append(rec.id)
+        elif not errors:
+            errors.append({"recording": rec.id, "rule": "", "log": "",
+                           "error": "not completed (no job of it failed: see the Snakemake "
+                                    "output)"})
+        rows.extend(errors)
+    failed = sorted({r["recording"] for r in rows} - set(ok))
+    splits = recording_splits(recs, config["store"]["split"])
+    _index(layout["store"], ok, splits, config_hash=config_hash, config=config, failed=failed)
+    table = pd.DataFrame(rows, columns=["recording", "rule", "error", "log"])
+    path = Path(layout["failures"])
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    table.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, path)
+    logger.error("%d of %d recordings failed (%s); the store %s lists the %d that succeeded; "
+                 "see %s", len(failed), len(recs), ", ".join(failed) or "QC only",
+                 layout["store"], len(ok), path)
+    return table
+
+
+def _log_error(log):
+    """The error of a job from its log (its ``ERROR`` line), or None when it has none."""
+    lines = [line.rstrip() for line in Path(log).read_text(errors="replace").splitlines()]
+    for line in lines:
+        m = _ERROR_LINE.search(line)
+        if m:
+            return m.group("error")
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,8 +485,8 @@ def run_script(smk, step):
                 read_step(smk.input[0], smk.output[0], modality=p.modality, wildcards=wc,
                           read=p.read, pick=p.pick, fmri=p.fmri, config_hash=p.config_hash)
             elif step == "preprocess":
-                preprocess_step(smk.input[0], smk.output[0], modality=p.modality,
-                                steps=p.steps, block_seconds=p.block_seconds,
+                preprocess_step(smk.input[0], smk.output[0], target=p.target,
+                                modality=p.modality, steps=p.steps, block_seconds=p.block_seconds,
                                 threads=smk.threads, store=p.store,
                                 config_hash=p.config_hash)
             elif step == "qc":
@@ -346,8 +496,9 @@ def run_script(smk, step):
                 summary_step(list(smk.input.reports), list(smk.input.recordings),
                              smk.output[0], ids=p.ids, splits=p.splits, title=p.title)
             elif step == "manifest":
-                manifest_step(list(smk.input), smk.output[0], ids=p.ids, splits=p.splits,
-                              config_hash=p.config_hash, config=p.config)
+                manifest_step(list(smk.input), smk.output[0], store=p.store, ids=p.ids,
+                              splits=p.splits, config_hash=p.config_hash, config=p.config,
+                              failures=p.failures)
             else:
                 raise NeurofmError(f"unknown pipeline step {step!r}")
         except Exception as err:  # noqa: BLE001 - reported in the job log, then re-raised
