@@ -3,8 +3,20 @@
 Modules
 -------
 core
-    :class:`Store`, :func:`open_store`, :func:`write_store`, :func:`write_recording`,
-    :func:`open_recording`, :func:`index_store` and recording ids.
+    :class:`Store`, :func:`open_store`, :func:`write_store`, :func:`open_recording` and
+    :func:`index_store`.
+ids
+    Recording ids (:func:`recording_id`, :func:`entity_id`) and version folder names.
+manifest
+    The parquet manifest (:data:`MANIFEST_COLUMNS`), written atomically.
+staging
+    Atomic writes: the store lock, staged recordings, :func:`write_recording`.
+fastread
+    The memory-mapped window path of uncompressed local stores.
+verify
+    :func:`~neurofm.store.verify.verify_store` (``Store.verify``, ``neurofm verify``).
+errors
+    The store's error classes (all :class:`~neurofm.errors.NeurofmError`).
 convert
     :func:`convert_files` and :func:`convert_bids`: recording files or a BIDS tree into a
     store (what ``neurofm convert`` runs).
@@ -29,10 +41,26 @@ from .core import (
     write_recording,
     write_store,
 )
+from .errors import (
+    ArgumentTypeError,
+    ChannelIndexError,
+    ConcurrentWriteError,
+    CorruptStoreError,
+    RecordingNotFound,
+    WindowIndexError,
+)
+from .verify import VerifyReport
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "ArgumentTypeError",
+    "ChannelIndexError",
+    "ConcurrentWriteError",
+    "CorruptStoreError",
+    "RecordingNotFound",
     "Store",
+    "VerifyReport",
+    "WindowIndexError",
     "convert_bids",
     "convert_files",
     "describe",

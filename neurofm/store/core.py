@@ -3,41 +3,60 @@
 A store is a directory (local or any fsspec URL)::
 
     store/
-      manifest.parquet          one row per complete recording
-      <id>.zarr/                the continuous canonical Dataset, chunked along time
-                                with all channels in one chunk
+      manifest.parquet          one row per complete recording; its ``path`` column names
+                                the version folder readers open
+      <id>.zarr/                the continuous canonical Dataset, chunked along time with all
+      <id>@<token>.zarr/        channels in one chunk (a later version of <id>)
 
-Writes are atomic: a recording is written under a temporary name and renamed into place,
-then the manifest is rewritten under a temporary name and renamed. A writer killed at any
-point leaves a store that opens and lists only complete recordings.
+Writes never touch what the manifest lists: a recording is written under a temporary name,
+renamed to a free version name, the manifest is switched atomically, and only then is the
+old version deleted (see :mod:`neurofm.store.staging`). Every chunk carries a crc32c
+checksum; :meth:`Store.verify` checks them all.
 
-Windows are cut at training time with :meth:`Store.read_window`. On a local file system,
-uncompressed stores (the default) are read by memory-mapping zarr's chunk files directly,
-which keeps a random window read in the tens of microseconds; compressed or remote stores go
-through zarr.
+Windows are cut at training time with :meth:`Store.read_window`: uncompressed local stores
+(the default) through memory maps of the chunk files (:mod:`neurofm.store.fastread`),
+compressed or remote stores through zarr.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import re
-import uuid
-import warnings
-from collections import OrderedDict
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from .._logging import logger, progress, use_log_level
-from ..errors import DataError, FormatError, NeurofmError
-from ..schema import validate
+from ..errors import FormatError, NeurofmError
+from ._fsutil import crash_point, fs_for, is_url, join, local_path, quiet_zarr, remove_tree
+from .errors import (
+    ArgumentTypeError,
+    ChannelIndexError,
+    RecordingNotFound,
+    WindowIndexError,
+)
+from .fastread import ChunkMaps, direct_layout
+from .ids import check_id, entity_id, parse_version, recording_id, version_name
+from .manifest import (
+    MANIFEST_COLUMNS,
+    MANIFEST_NAME,
+    PRIVATE_ATTRS,
+    TIME_ATTR,
+    TMP_PREFIX,
+    TOKEN_ATTR,
+    empty_manifest,
+    manifest_row,
+    read_manifest,
+    stamp,
+    write_manifest,
+)
+from .staging import stage_recording, store_lock, tmp_is_dead, write_recording
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "Store",
+    "describe",
     "entity_id",
     "index_store",
     "is_store",
@@ -48,112 +67,39 @@ __all__ = [
     "write_store",
 ]
 
-MANIFEST_NAME = "manifest.parquet"
-MANIFEST_COLUMNS = ("id", "subject", "session", "task", "run", "modality", "n_channels",
-                    "n_times", "sfreq", "split", "path")
-_TMP_PREFIX = ".tmp-"
-#: Target size of one chunk (all channels x chunk samples x 4 bytes) when chunk_seconds=None.
-CHUNK_BYTES = 1 << 20
+
+class _Reader:
+    """What one process caches to read windows of one recording version."""
+
+    __slots__ = ("arr", "layout", "n_ch", "n_times", "path", "token")
+
+    def __init__(self, arr, layout, path, token):
+        self.arr, self.layout, self.path, self.token = arr, layout, path, token
+        self.n_ch, self.n_times = int(arr.shape[0]), int(arr.shape[1])
 
 
-# --------------------------------------------------------------------------------------------
-# file-system helpers (local paths and fsspec URLs)
-# --------------------------------------------------------------------------------------------
-def _is_url(path):
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+def _sample_index(name, value):
+    """``value`` as a Python int; integers (numpy ones too) only."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ArgumentTypeError(f"read_window: {name} must be an integer sample index; got "
+                                f"{value!r} ({type(value).__name__})")
+    return int(value)
 
 
-def _local_path(path):
-    path = os.fspath(path)
-    path = path.removeprefix("file://")
-    return path
-
-
-def _fs(path, storage_options):
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    return fs, root.rstrip("/")
-
-
-@contextmanager
-def _quiet_zarr():
-    """Silence zarr's notes on consolidated metadata and fixed-width string dtypes.
-
-    Both are known and deliberate: consolidated metadata saves one request per variable on
-    object storage, and channel names are fixed-width unicode so they round-trip bit-exact.
-    """
-    with warnings.catch_warnings():
-        try:
-            from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
-
-            warnings.simplefilter("ignore", UnstableSpecificationWarning)
-            warnings.simplefilter("ignore", ZarrUserWarning)
-        except ImportError:  # pragma: no cover - older zarr
-            warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
-#: BIDS entities that name a recording, in file-name order: (attribute / column, key).
-ENTITY_KEYS = (("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
-               ("run", "run"), ("space", "space"))
-
-
-def _safe_id(name, default="recording"):
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or default
-
-
-def entity_id(entities, *, keys=("subject", "session", "task", "run"), suffix=None):
-    """``sub-01_ses-1_task-rest_run-1`` from a mapping of BIDS entities (empty ones skipped).
-
-    Parameters
-    ----------
-    entities : mapping
-        Entity values by name (``ds.attrs``, a :func:`~neurofm.io.bids.find_recordings` row).
-    keys : sequence of str
-        Which entities of :data:`ENTITY_KEYS` to use, always in BIDS order.
-    suffix : str, optional
-        Appended last (e.g. the datatype).
-
-    Returns
-    -------
-    id : str
-        File-safe (letters, digits, '.', '_', '-'); "" when no entity is set.
-    """
-    parts = [f"{short}-{entities[key]}" for key, short in ENTITY_KEYS
-             if key in keys and entities.get(key)]
-    if suffix:
-        parts.append(suffix)
-    return _safe_id("_".join(parts), default="")
-
-
-def recording_id(ds, default="recording"):
-    """A file-safe id from the BIDS entities of ``ds.attrs`` (or its source file name).
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Canonical recording.
-    default : str
-        Used when the recording has neither entities nor a source file.
-
-    Returns
-    -------
-    id : str
-        e.g. ``"sub-01_ses-1_task-rest_run-1"``.
-    """
-    name = entity_id(ds.attrs)
-    if name:
-        return name
-    if ds.attrs.get("source_file"):
-        name = Path(str(ds.attrs["source_file"])).name
-        for suffix in (".gz", ".nii", ".fif", ".edf", ".bdf", ".vhdr", ".set", ".npy",
-                       ".h5", ".nwb", ".parquet", ".csv", ".tsv"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-    else:
-        name = default
-    return _safe_id(name, default)
+def _select_channels(out, channels, n_ch):
+    if channels is None:
+        return out
+    if isinstance(channels, slice):
+        return out[channels]
+    idx = np.asarray(channels)
+    if idx.dtype.kind not in "iu" or idx.ndim > 1:
+        raise ArgumentTypeError(f"read_window: channels must be a slice or a sequence of "
+                                f"integer channel indices; got {channels!r}")
+    if idx.size and (idx.min() < -n_ch or idx.max() >= n_ch):
+        bad = [int(i) for i in idx.ravel() if not -n_ch <= i < n_ch]
+        raise ChannelIndexError(f"read_window: channels {bad} out of range for a recording "
+                                f"with {n_ch} channels")
+    return out[idx]
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,22 +118,30 @@ class Store:
         One row per recording (a copy; columns :data:`MANIFEST_COLUMNS` plus extras).
     """
 
-    def __init__(self, path, *, storage_options=None, _create=False):
+    def __init__(self, path, *, storage_options=None, _create=False, _check=True,
+                 _load=True):
         self.path = os.fspath(path)
         self.storage_options = dict(storage_options or {})
-        self._remote = _is_url(self.path)
+        self._remote = is_url(self.path)
         if self._remote:
-            self._fs, self._root = _fs(self.path, self.storage_options)
+            self._fs, self._root = fs_for(self.path, self.storage_options)
+            self._protocol = self.path.split("://", 1)[0]
         else:
-            self._fs, self._root = None, os.path.abspath(_local_path(self.path))
+            self._fs, self._root = None, os.path.abspath(local_path(self.path))
         if _create:
             self._makedirs(self._root)
-        self._manifest = self._read_manifest(missing_ok=_create)
+        self._manifest_file = self._join(MANIFEST_NAME)
+        if _load:
+            self._load_manifest(missing_ok=_create, strict=_check)
+        else:  # index_store rebuilds the manifest: whatever is there now does not matter
+            self._set_manifest(empty_manifest(), None)
         self._reset_readers()
+        if _check:
+            self._check_rows()
 
     def _reset_readers(self):
         """Forget opened arrays and memory maps (after fork, or when the store changed)."""
-        self._arrays, self._maps, self._pid = {}, _ChunkMaps(), os.getpid()
+        self._readers, self._maps, self._pid = {}, ChunkMaps(), os.getpid()
 
     # ---------------------------------------------------------------- public API
     @property
@@ -206,7 +160,7 @@ class Store:
         return iter(self.ids)
 
     def __contains__(self, rec_id):
-        return rec_id in set(self._manifest["id"])
+        return rec_id in self._rows
 
     def __repr__(self):
         mods = sorted(set(self._manifest["modality"])) if len(self) else []
@@ -230,9 +184,32 @@ class Store:
         -------
         ds : xarray.Dataset
             The canonical recording.
+
+        Raises
+        ------
+        RecordingNotFound
+            No such id.
+        FormatError
+            The recording's folder, metadata or a signal chunk is missing.
         """
-        return open_recording(self._location(self._row(rec_id)["path"]), chunks=chunks,
-                              storage_options=self.storage_options)
+        self._sync_if_changed()
+        path = self._row(rec_id)[0]
+        ds = open_recording(self._location(path), chunks=chunks,
+                            storage_options=self.storage_options)
+        import zarr
+
+        from .verify import missing_chunks
+
+        with quiet_zarr():
+            group = zarr.open_group(self._location(path), mode="r",
+                                    storage_options=self.storage_options or None)
+            missing = missing_chunks(self._fs if self._remote else None, self._join(path),
+                                     group, arrays=("signal",))
+        if missing:
+            raise FormatError(f"{self.path}: recording {rec_id!r} ({path}): signal chunk(s) "
+                              f"{[k for _, k in missing][:10]} missing; the store is damaged "
+                              "(run Store.verify() / `neurofm verify`)")
+        return ds
 
     def read_window(self, rec_id, start, stop, *, channels=None):
         """Read samples ``start:stop`` of one recording.
@@ -242,7 +219,8 @@ class Store:
         rec_id : str
             Recording id.
         start, stop : int
-            Sample indices (``stop`` exclusive), ``0 <= start < stop <= n_times``.
+            Sample indices (``stop`` exclusive), ``0 <= start < stop <= n_times``; Python or
+            numpy integers.
         channels : slice | array-like of int, optional
             Channel selection; all channels by default.
 
@@ -250,32 +228,66 @@ class Store:
         -------
         window : numpy.ndarray of shape (n_channels, stop - start), float32
             A fresh array (safe to modify). Only the chunks overlapping the window are read.
+
+        Raises
+        ------
+        RecordingNotFound
+            Unknown id (also a ``KeyError``).
+        ArgumentTypeError
+            ``start``/``stop`` not integers, ``channels`` not integer indices (a
+            ``TypeError``).
+        WindowIndexError
+            Window outside the recording (a ``DataError`` and ``IndexError``).
+        ChannelIndexError
+            A channel index out of range (an ``IndexError``).
+        FormatError
+            A chunk the window needs is missing, truncated or corrupt.
         """
+        start, stop = _sample_index("start", start), _sample_index("stop", stop)
         if os.getpid() != self._pid:  # forked DataLoader worker: reopen lazily
             self._reset_readers()
-        arr = self._array(rec_id)
-        n_times = arr.shape[1]
-        start, stop = int(start), int(stop)
-        if not 0 <= start < stop <= n_times:
-            raise DataError(f"read_window({rec_id!r}): need 0 <= start < stop <= n_times "
-                            f"({n_times}); got start={start}, stop={stop}")
-        direct = self._direct_layout(rec_id, arr)
-        if direct is None:
-            out = np.asarray(arr[:, start:stop])
-        else:
-            out = self._read_direct(direct, start, stop)
-        if channels is not None:
-            out = out[channels]
-        return out
+        self._sync_if_changed()
+        out = self._read(rec_id, start, stop, retry=True)
+        return _select_channels(out, channels, out.shape[0])
+
+    def verify(self, *, check_data=True, raise_on_error=False):
+        """Check every chunk of every recording and the manifest against the folders.
+
+        Parameters
+        ----------
+        check_data : bool
+            Read every chunk (its crc32c checksum is checked); False checks presence and
+            metadata only (fast).
+        raise_on_error : bool
+            Raise :class:`~neurofm.store.errors.CorruptStoreError` (a FormatError listing
+            every problem) instead of returning a report with problems.
+
+        Returns
+        -------
+        report : neurofm.store.verify.VerifyReport
+            ``report.ok``, ``report.problems`` (each naming the store, recording and chunk)
+            and ``report.notes`` (harmless leftovers of interrupted writers).
+        """
+        from .verify import verify_store
+
+        report = verify_store(self, check_data=check_data)
+        if raise_on_error:
+            report.raise_for_problems()
+        return report
 
     def add(self, ds, *, id=None, split=None, chunk_seconds=None, compressor=None,
             overwrite=False):
-        """Append one recording (atomic) and rewrite the manifest.
+        """Append one recording and switch the manifest to it (crash-safe at every step).
+
+        The data are written under a temporary name (outside the lock, slow), renamed to a
+        free version folder, the manifest is replaced atomically, and only then is the
+        version it listed before deleted: a writer killed at any point leaves the old or the
+        new recording listed, never a mix or a missing folder.
 
         Parameters
         ----------
         ds : xarray.Dataset
-            Canonical recording; validated first.
+            Canonical recording; validated first (values while they are written).
         id : str, optional
             Recording id; derived from subject/session/task/run (or the source file name)
             when None and made unique with a numeric suffix.
@@ -285,7 +297,8 @@ class Store:
             Chunk length along time; by default chunks of about 1 MiB.
         compressor : None | "zstd" | "blosc" | zarr codec
             None (default) stores raw float32, the fastest for random windows; "zstd" is
-            about 10-40 % smaller on real EEG and several times slower to read.
+            about 10-40 % smaller on real EEG and several times slower to read. Every chunk
+            carries a crc32c checksum either way.
         overwrite : bool
             Replace an existing recording with the same id instead of raising.
 
@@ -293,41 +306,53 @@ class Store:
         -------
         id : str
             The id under which the recording was stored.
+
+        Raises
+        ------
+        ConcurrentWriteError
+            Another process is writing the manifest of this remote store.
         """
-        validate(ds, name=f"recording {id or recording_id(ds)!r}")
-        if id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(id)):
-            raise NeurofmError(f"id must contain only letters, digits, '.', '_' and '-'; got "
-                               f"{id!r}")
         if id is not None:
+            check_id(id)
             self._check_free(id, overwrite)  # fail before the slow write, checked again below
         base = id if id is not None else recording_id(ds)
-        # the data are written outside the lock (slow); the id, the rename and the manifest
-        # update happen under it, against the manifest as it is on disk now, so that several
-        # processes can add to one store at once
-        staged = write_recording(ds, self._location(f"{base}.zarr"),
+        staged = stage_recording(ds, self._location(version_name(base)),
                                  chunk_seconds=chunk_seconds, compressor=compressor,
-                                 storage_options=self.storage_options, validated=True,
-                                 stage_only=True)
+                                 storage_options=self.storage_options,
+                                 name=f"recording {base!r}")
+        renamed = aside = None
         try:
             with self._lock():
+                crash_point("locked")
+                # against the manifest as it is on disk now: several processes may add at once
                 if self._manifest_exists():
-                    self._manifest = self._read_manifest(missing_ok=False)
-                if id is None:
-                    rec_id = self._unique_id(base)
-                else:
-                    rec_id = id
-                    self._check_free(rec_id, overwrite)
-                rel = f"{rec_id}.zarr"
-                staged.commit(rel)
-                row = _manifest_row(rec_id, ds, split, rel)
+                    self._load_manifest(missing_ok=False, strict=True)
+                rec_id = self._unique_id(base) if id is None else id
+                self._check_free(rec_id, overwrite)
+                old = self._rows.get(rec_id)
+                name = version_name(rec_id)
+                if staged.exists(name):  # listed, or an orphan of an interrupted writer
+                    name = version_name(rec_id, staged.token)
+                staged.rename_to(name)
+                renamed = name
+                crash_point("renamed")
+                row = manifest_row(rec_id, ds, split, name, staged.token)
                 manifest = self._manifest[self._manifest["id"] != rec_id]
                 manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
                 self._write_manifest(manifest)
+                renamed = None  # listed now: no longer ours to clean up
+                if old is not None and old[0] != name:
+                    aside = staged.move_aside(old[0])
+                    crash_point("moved-aside")
         except BaseException:
             staged.discard()
+            if renamed is not None:
+                staged.drop(self._join(renamed))
             raise
-        self._arrays.pop(rec_id, None)
-        self._maps.forget(rec_id)
+        if aside is not None:
+            staged.drop(aside)
+            crash_point("dropped")
+        self._forget(rec_id)
         logger.info("stored %s in %s", rec_id, self.path)
         return rec_id
 
@@ -341,112 +366,133 @@ class Store:
         """
         splits = dict(splits)
         with self._lock():
-            self._manifest = self._read_manifest(missing_ok=False)
+            self._load_manifest(missing_ok=False, strict=True)
             unknown = sorted(set(splits) - set(self.ids))
             if unknown:
-                raise NeurofmError(f"set_split: unknown recording ids {unknown}")
+                raise RecordingNotFound(f"set_split: unknown recording ids {unknown}")
             manifest = self.manifest
             manifest["split"] = [splits.get(i, s) for i, s in zip(manifest["id"],
                                                                   manifest["split"])]
-            self._write_manifest(manifest)
+            self._write_manifest(manifest, step="split")
 
     def refresh(self):
         """Re-read the manifest (after another process added recordings)."""
-        self._manifest = self._read_manifest(missing_ok=False)
+        self._load_manifest(missing_ok=False, strict=True)
         self._reset_readers()
         return self
 
-    # ---------------------------------------------------------------- internals
+    # ---------------------------------------------------------------- reading internals
     def _row(self, rec_id):
-        rows = self._manifest[self._manifest["id"] == rec_id]
-        if not len(rows):
-            raise KeyError(f"{self.path}: no recording {rec_id!r}; ids: "
-                           f"{self.ids[:10]}{' ...' if len(self) > 10 else ''}")
-        return rows.iloc[0]
+        row = self._rows.get(rec_id)
+        if row is None:
+            ids = self.ids
+            shown = ", ".join(map(repr, ids[:10])) + (" ..." if len(ids) > 10 else "")
+            raise RecordingNotFound(f"{self.path}: no recording {rec_id!r} (argument rec_id);"
+                                    f" ids: {shown or '(none)'}")
+        return row
 
-    def _location(self, rel):
-        if self._remote:
-            protocol = self.path.split("://", 1)[0]
-            return f"{protocol}://{self._root}/{rel}"
-        return os.path.join(self._root, rel)
+    def _sync_if_changed(self):
+        """Reload the manifest when another writer replaced it (local stores: one stat)."""
+        if self._remote or stamp(self._manifest_file) == self._stamp:
+            return False
+        self._load_manifest(missing_ok=False, strict=True)
+        return True
 
-    @contextmanager
-    def _lock(self):
-        """Exclusive lock on the store's manifest (local stores; object stores have none)."""
-        if self._remote:
-            yield
-            return
-        import fcntl
+    def _forget(self, rec_id):
+        reader = self._readers.pop(rec_id, None)
+        if reader is not None and reader.layout is not None:
+            self._maps.forget(reader.layout["base"])
 
-        with open(os.path.join(self._root, ".lock"), "a") as fid:
-            fcntl.flock(fid.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fid.fileno(), fcntl.LOCK_UN)
+    def _reader(self, rec_id):
+        reader = self._readers.get(rec_id)
+        if reader is not None:
+            return reader
+        import zarr
 
-    def _check_free(self, rec_id, overwrite):
-        if rec_id in self and not overwrite:
-            raise NeurofmError(f"{self.path}: recording {rec_id!r} already exists; pass "
-                               "overwrite=True to replace it")
-
-    def _unique_id(self, base):
-        taken = set(self._manifest["id"])
-        if base not in taken:
-            return base
-        k = 2
-        while f"{base}-{k}" in taken:
-            k += 1
-        return f"{base}-{k}"
-
-    def _array(self, rec_id):
-        arr = self._arrays.get(rec_id)
-        if arr is None:
-            import zarr
-
-            location = self._location(self._row(rec_id)["path"])
-            with _quiet_zarr():
-                group = zarr.open_group(location, mode="r",
+        path, token = self._row(rec_id)
+        where = f"{self.path}: recording {rec_id!r} ({path})"
+        try:
+            with quiet_zarr():
+                group = zarr.open_group(self._location(path), mode="r",
                                         storage_options=self.storage_options or None)
                 arr = group["signal"]
-            self._arrays[rec_id] = arr
-        return arr
-
-    def _direct_layout(self, rec_id, arr):
-        """Chunk-file layout for memory-mapped reads, or None when zarr must decode."""
-        if rec_id in self._maps.layouts:
-            return self._maps.layouts[rec_id]
+        except Exception as err:
+            raise FormatError(f"{where}: not a readable zarr group (missing folder or "
+                              f"zarr.json?): {type(err).__name__}: {err}") from err
+        found = str(group.attrs.get(TOKEN_ATTR, ""))
+        if token and found != token:
+            raise FormatError(f"{where}: the folder holds write token {found!r}, the manifest "
+                              f"lists {token!r}: it was replaced outside the store; rebuild "
+                              "the manifest with index_store()")
         layout = None
-        meta = arr.metadata
-        codecs = getattr(meta, "codecs", ())
-        if (not self._remote and len(codecs) == 1 and type(codecs[0]).__name__ == "BytesCodec"
-                and arr.chunks[0] == arr.shape[0] and arr.order == "C"
-                and str(getattr(codecs[0].endian, "value", codecs[0].endian)) in
-                ("little", "None") and np.dtype(arr.dtype).byteorder in ("=", "<", "|")):
-            base = os.path.join(self._root, self._row(rec_id)["path"], "signal")
-            layout = {"base": base, "meta": meta, "n_ch": arr.shape[0],
-                      "chunk": arr.chunks[1], "n_times": arr.shape[1],
-                      "fill": arr.fill_value, "rec_id": rec_id}
-        self._maps.layouts[rec_id] = layout
-        return layout
+        if not self._remote:
+            layout = direct_layout(arr, os.path.join(self._root, path, "signal"))
+        reader = _Reader(arr, layout, path, token)
+        self._readers[rec_id] = reader
+        return reader
 
-    def _read_direct(self, layout, start, stop):
-        chunk, n_ch = layout["chunk"], layout["n_ch"]
-        out = np.empty((n_ch, stop - start), dtype=np.float32)
-        first, last = start // chunk, (stop - 1) // chunk
-        for c in range(first, last + 1):
-            c0 = c * chunk
-            lo, hi = max(start, c0), min(stop, c0 + chunk)
-            block = self._maps.get(layout, c)
-            if block is None:
-                out[:, lo - start:hi - start] = layout["fill"]
-            else:
-                out[:, lo - start:hi - start] = block[:, lo - c0:hi - c0]
-        return out
+    def _uses_fast_path(self, rec_id):
+        """True when windows of ``rec_id`` are read through memory maps."""
+        return self._reader(rec_id).layout is not None
 
-    # writing
+    def _read(self, rec_id, start, stop, *, retry):
+        reader = self._reader(rec_id)
+        if not 0 <= start < stop <= reader.n_times:
+            raise WindowIndexError(f"read_window({rec_id!r}): need 0 <= start < stop <= "
+                                   f"n_times ({reader.n_times}); got start={start}, "
+                                   f"stop={stop}")
+        where = f"{self.path}: recording {rec_id!r} ({reader.path})"
+        if reader.layout is not None:
+            try:
+                return self._maps.read(reader.layout, start, stop, where)
+            except FileNotFoundError as err:
+                if retry and self._sync_if_changed():  # replaced meanwhile: read the new one
+                    return self._read(rec_id, start, stop, retry=False)
+                raise FormatError(f"{where}: signal chunk file {err.filename} is missing; "
+                                  "the store is damaged (run `neurofm verify`)") from err
+        return self._read_zarr(reader, where, start, stop)
+
+    def _window_chunks(self, reader, start, stop):
+        arr = reader.arr
+        n_c = -(-arr.shape[0] // arr.chunks[0])
+        t = arr.chunks[1]
+        return list(itertools.product(range(n_c), range(start // t, (stop - 1) // t + 1)))
+
+    def _read_zarr(self, reader, where, start, stop):
+        arr = reader.arr
+        try:
+            with quiet_zarr():
+                out = np.asarray(arr[:, start:stop])
+        except Exception as err:
+            for coords in self._window_chunks(reader, start, stop):
+                try:
+                    with quiet_zarr():
+                        arr.get_block_selection(coords)
+                except Exception as chunk_err:  # noqa: BLE001 - any decode error names it
+                    key = arr.metadata.encode_chunk_key(coords)
+                    raise FormatError(f"{where}: signal chunk {key} is corrupt "
+                                      f"({type(chunk_err).__name__}: {chunk_err})") from err
+            raise FormatError(f"{where}: unreadable window {start}:{stop}: {err}") from err
+        if out.size and not np.isfinite(out).all():
+            # zarr fills a missing chunk with NaN; a neurofm store has every chunk
+            for coords in self._window_chunks(reader, start, stop):
+                key = arr.metadata.encode_chunk_key(coords)
+                full = self._join(f"{reader.path}/signal/{key}" if self._remote else
+                                  os.path.join(reader.path, "signal", *key.split("/")))
+                if not (self._fs.exists(full) if self._remote else os.path.exists(full)):
+                    raise FormatError(f"{where}: signal chunk {key} is missing; the store is "
+                                      "damaged (run `neurofm verify`)")
+        return out.astype(np.float32, copy=False)
+
+    # ---------------------------------------------------------------- writing internals
+    def _location(self, rel):
+        """Location of ``rel`` inside the store, as zarr/xarray expect it."""
+        if self._remote:
+            return f"{self._protocol}://{self._root}/{rel}"
+        return os.path.join(self._root, rel)
+
     def _join(self, rel):
-        return f"{self._root}/{rel}" if self._remote else os.path.join(self._root, rel)
+        return join(self._root, rel, self._remote)
 
     def _makedirs(self, root):
         if self._remote:
@@ -454,137 +500,75 @@ class Store:
         else:
             os.makedirs(root, exist_ok=True)
 
-    def _read_manifest(self, *, missing_ok):
-        target = self._join(MANIFEST_NAME)
-        if not self._manifest_exists():
-            if missing_ok:
-                return _empty_manifest()
-            raise FormatError(f"{self.path}: not a neurofm store (no {MANIFEST_NAME}); "
-                              "create one with write_store() or `neurofm convert`")
-        try:
-            if self._remote:
-                with self._fs.open(target, "rb") as fid:
-                    manifest = pd.read_parquet(fid)
-            else:
-                manifest = pd.read_parquet(target)
-        except Exception as err:
-            raise FormatError(f"{target}: unreadable store manifest: {err}") from err
-        missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-        if missing:
-            raise FormatError(f"{target}: manifest lacks columns {missing}")
-        split = manifest["split"].astype(object)
-        manifest["split"] = split.where(split.notna(), None)
-        return manifest
+    def _lock(self):
+        """Exclusive lock on the store's manifest (see :func:`staging.store_lock`)."""
+        return store_lock(self._fs if self._remote else None, self._root)
+
+    def _check_free(self, rec_id, overwrite):
+        if rec_id in self and not overwrite:
+            raise NeurofmError(f"{self.path}: recording {rec_id!r} already exists; pass "
+                               "overwrite=True to replace it")
+
+    def _unique_id(self, base):
+        taken = set(self._rows)
+        if base not in taken:
+            return base
+        k = 2
+        while f"{base}-{k}" in taken:
+            k += 1
+        return f"{base}-{k}"
 
     def _manifest_exists(self):
-        target = self._join(MANIFEST_NAME)
+        target = self._manifest_file
         return self._fs.exists(target) if self._remote else os.path.exists(target)
 
-    def _write_manifest(self, manifest):
-        manifest = manifest.reset_index(drop=True)
-        for col in ("id", "subject", "session", "task", "run", "modality", "path"):
-            manifest[col] = manifest[col].astype(str)
-        manifest["split"] = manifest["split"].astype(object)
-        final = self._join(MANIFEST_NAME)
-        tmp = self._join(f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}-{MANIFEST_NAME}")
+    def _load_manifest(self, *, missing_ok, strict=True):
+        st = None if self._remote else stamp(self._manifest_file)
+        try:
+            manifest = read_manifest(self._fs if self._remote else None, self._manifest_file,
+                                     strict=strict)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise FormatError(f"{self.path}: not a neurofm store (no {MANIFEST_NAME}); "
+                                  "create one with write_store() or `neurofm convert`") from None
+            manifest = empty_manifest()
+        self._set_manifest(manifest, st)
+
+    def _set_manifest(self, manifest, st):
+        self._manifest, self._stamp = manifest, st
+        rows = {}
+        for rec_id, path, token in zip(manifest["id"], manifest["path"], manifest["token"]):
+            rows.setdefault(rec_id, (path, token))
+        self._rows = rows
+        readers = getattr(self, "_readers", {})
+        for rec_id in [r for r, reader in readers.items()
+                       if rows.get(r) != (reader.path, reader.token)]:
+            self._forget(rec_id)  # replaced (stale token) or removed: drop what was cached
+
+    def _write_manifest(self, manifest, step="manifest"):
+        manifest = write_manifest(self._fs if self._remote else None, self._root, manifest,
+                                  step=step)
+        self._set_manifest(manifest, None if self._remote else stamp(self._manifest_file))
+
+    def _check_rows(self, *, again=True):
+        """Every listed recording has its folder and group metadata (FormatError if not)."""
+        if not len(self._manifest):
+            return
         if self._remote:
-            with self._fs.open(tmp, "wb") as fid:
-                manifest.to_parquet(fid, index=False)
-            if self._fs.exists(final):
-                self._fs.rm(final)
-            self._fs.mv(tmp, final)
+            names = {p.rstrip("/").rsplit("/", 1)[-1]
+                     for p in self._fs.ls(self._root, detail=False)}
+            gone = [(i, p) for i, (p, _) in self._rows.items() if p not in names]
         else:
-            manifest.to_parquet(tmp, index=False)
-            with open(tmp, "rb+") as fid:
-                os.fsync(fid.fileno())
-            os.replace(tmp, final)
-        self._manifest = manifest
-
-
-class _ChunkMaps:
-    """Per-process LRU of memory-mapped chunk files (opened lazily, after fork)."""
-
-    def __init__(self, capacity=256):
-        self.capacity = capacity
-        self.maps = OrderedDict()
-        self.layouts = {}  # rec_id -> chunk-file layout, or None when zarr must decode
-
-    def forget(self, rec_id):
-        """Drop the maps and layout of one recording (after it was replaced)."""
-        for key in [k for k in self.maps if k[0] == rec_id]:
-            del self.maps[key]
-        self.layouts.pop(rec_id, None)
-
-    def get(self, layout, c):
-        key = (layout["rec_id"], c)
-        block = self.maps.get(key)
-        if block is not None:
-            self.maps.move_to_end(key)
-            return block
-        coords = (0, c)
-        rel = layout["meta"].encode_chunk_key(coords)
-        fname = os.path.join(layout["base"], *rel.split("/"))
-        n = min(layout["chunk"], layout["n_times"] - c * layout["chunk"])
-        if not os.path.exists(fname):
-            return None
-        # a chunk file stores the full chunk shape, also for the last (partial) chunk
-        block = np.memmap(fname, dtype="<f4", mode="r", shape=(layout["n_ch"],
-                                                                layout["chunk"]))
-        block = block[:, :n]
-        self.maps[key] = block
-        if len(self.maps) > self.capacity:
-            self.maps.popitem(last=False)
-        return block
-
-
-def _manifest_row(rec_id, ds, split, rel):
-    return {
-        "id": rec_id,
-        "subject": str(ds.attrs.get("subject", "") or ""),
-        "session": str(ds.attrs.get("session", "") or ""),
-        "task": str(ds.attrs.get("task", "") or ""),
-        "run": str(ds.attrs.get("run", "") or ""),
-        "modality": str(ds.attrs["modality"]),
-        "n_channels": int(ds.sizes["channel"]),
-        "n_times": int(ds.sizes["time"]),
-        "sfreq": float(ds.attrs["sfreq"]),
-        "split": split if split is None else str(split),
-        "path": rel,
-    }
-
-
-def _remove_tree(path, storage_options):
-    path = os.fspath(path)
-    if _is_url(path):
-        fs, root = _fs(path, storage_options)
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
-        return
-    import shutil
-
-    shutil.rmtree(_local_path(path), ignore_errors=True)
-
-
-def _empty_manifest():
-    return pd.DataFrame({c: pd.Series(dtype=object if c not in
-                                      ("n_channels", "n_times", "sfreq") else
-                                      ("int64" if c != "sfreq" else "float64"))
-                         for c in MANIFEST_COLUMNS})
-
-
-def _compressors(compressor):
-    if compressor is None or compressor == "none":
+            gone = [(i, p) for i, (p, _) in self._rows.items()
+                    if not os.path.isfile(os.path.join(self._root, p, "zarr.json"))]
+        if gone and again and self._sync_if_changed():  # replaced while we looked
+            return self._check_rows(again=False)
+        if gone:
+            shown = ", ".join(f"{i!r} ({p})" for i, p in gone[:10])
+            raise FormatError(f"{self.path}: the manifest lists recording(s) whose folder or "
+                              f"zarr.json is missing: {shown}; the store is damaged (run "
+                              "`neurofm verify`)")
         return None
-    from zarr.codecs import BloscCodec, ZstdCodec
-
-    if compressor == "zstd":
-        return [ZstdCodec(level=3)]
-    if compressor == "blosc":
-        return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
-    if isinstance(compressor, str):
-        raise NeurofmError(f"compressor must be None, 'zstd', 'blosc' or a zarr codec; got "
-                           f"{compressor!r}")
-    return [compressor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,10 +577,10 @@ def _compressors(compressor):
 def is_store(path, *, storage_options=None):
     """True when ``path`` (a directory or fsspec URL) holds a store manifest."""
     path = os.fspath(path)
-    if _is_url(path):
-        fs, root = _fs(path, storage_options)
+    if is_url(path):
+        fs, root = fs_for(path, storage_options)
         return fs.exists(f"{root}/{MANIFEST_NAME}")
-    return os.path.exists(os.path.join(_local_path(path), MANIFEST_NAME))
+    return os.path.exists(os.path.join(local_path(path), MANIFEST_NAME))
 
 
 def open_store(path, *, storage_options=None):
@@ -612,8 +596,14 @@ def open_store(path, *, storage_options=None):
     Returns
     -------
     store : Store
+
+    Raises
+    ------
+    FormatError
+        No store there, an unreadable manifest, an id listed twice, or a listed recording
+        whose folder is gone.
     """
-    if not _is_url(os.fspath(path)) and not os.path.isdir(_local_path(os.fspath(path))):
+    if not is_url(os.fspath(path)) and not os.path.isdir(local_path(os.fspath(path))):
         raise FormatError(f"{path}: store not found (no such directory)")
     return Store(path, storage_options=storage_options)
 
@@ -657,7 +647,7 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
             if not overwrite:
                 raise NeurofmError(f"{path}: a store already exists; pass overwrite=True to "
                                    "replace it (or open_store(path).add(ds) to append)")
-            _remove_tree(path, storage_options)
+            remove_tree(path, storage_options)
         store = Store(path, storage_options=storage_options, _create=True)
         store._write_manifest(store._manifest)  # an empty store is a store
         for item, split in zip(progress(recordings, verbose=verbose, desc="writing store",
@@ -671,117 +661,6 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
         return store
 
 
-def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None,
-                    storage_options=None, validated=False, stage_only=False):
-    """Write one recording as a zarr group, atomically, in the store layout.
-
-    The group is written under a temporary name beside ``path`` and renamed into place, so
-    ``path`` either holds a complete recording or nothing (an existing one is replaced).
-    Pipelines use this to fill a store from parallel jobs, then :func:`index_store`.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Canonical recording (dask-backed arrays are written chunk by chunk).
-    path : str | os.PathLike
-        Target ``<store>/<id>.zarr`` (local path or fsspec URL).
-    chunk_seconds : float, optional
-        Chunk length along time; by default chunks of about 1 MiB (all channels).
-    compressor : None | "zstd" | "blosc" | zarr codec
-        See :meth:`Store.add`.
-    attrs : dict, optional
-        Extra flat attributes to store (e.g. ``config_hash``).
-    storage_options : dict, optional
-        fsspec options for URLs.
-
-    Returns
-    -------
-    path : str
-    """
-    if not validated:
-        validate(ds, name=str(path))
-    n_ch = int(ds.sizes["channel"])
-    sfreq = float(ds.attrs["sfreq"])
-    if chunk_seconds is None:
-        chunk = max(1, CHUNK_BYTES // (4 * max(n_ch, 1)))
-    else:
-        if not chunk_seconds > 0:
-            raise NeurofmError(f"chunk_seconds must be > 0; got {chunk_seconds!r}")
-        chunk = max(1, round(chunk_seconds * sfreq))
-    chunk = min(chunk, max(1, int(ds.sizes["time"])))
-    out = ds.copy(deep=False)
-    out.attrs = {**ds.attrs, **(attrs or {})}
-    if getattr(out["signal"].data, "dask", None) is not None:
-        out["signal"] = out["signal"].chunk({"channel": -1, "time": chunk})
-    for var in out.variables.values():
-        var.encoding = {}
-    encoding = {"signal": {"chunks": (n_ch, chunk), "compressors": _compressors(compressor)}}
-
-    staged = _Staged(path, storage_options)
-    with _quiet_zarr():
-        out.to_zarr(staged.tmp_location, mode="w", zarr_format=3, consolidated=True,
-                    encoding=encoding, write_empty_chunks=True,
-                    storage_options=storage_options or None if staged.remote else None)
-    if stage_only:
-        return staged
-    staged.commit()
-    return os.fspath(path)
-
-
-class _Staged:
-    """A recording written under a temporary name beside its target, not yet renamed."""
-
-    def __init__(self, path, storage_options):
-        path = os.fspath(path)
-        self.remote = _is_url(path)
-        token = uuid.uuid4().hex[:8]
-        if self.remote:
-            self.fs, target = _fs(path, storage_options)
-            self.protocol = path.split("://", 1)[0]
-            self.parent, name = target.rsplit("/", 1) if "/" in target else ("", target)
-            self.name = name
-            self.tmp = f"{self.parent}/{_TMP_PREFIX}{name}-{token}"
-            self.tmp_location = f"{self.protocol}://{self.tmp}"
-        else:
-            self.fs = None
-            target = os.path.abspath(_local_path(path))
-            self.parent, name = os.path.split(target)
-            self.name = name
-            os.makedirs(self.parent, exist_ok=True)
-            self.tmp = self.tmp_location = os.path.join(self.parent,
-                                                        f"{_TMP_PREFIX}{name}-{token}")
-
-    def commit(self, name=None):
-        """Rename into place as ``name`` (default: the original target), replacing it."""
-        name = name or self.name
-        if self.remote:
-            target = f"{self.parent}/{name}"
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
-            self.fs.mv(self.tmp, target, recursive=True)
-            return
-        target = os.path.join(self.parent, name)
-        if os.path.exists(target):
-            import shutil
-
-            trash = os.path.join(self.parent,
-                                 f"{_TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{name}")
-            os.replace(target, trash)
-            os.replace(self.tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.tmp, target)
-
-    def discard(self):
-        if self.remote:
-            if self.fs.exists(self.tmp):
-                self.fs.rm(self.tmp, recursive=True)
-        else:
-            import shutil
-
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 def open_recording(path, *, chunks=None, storage_options=None):
     """Open one recording written by :func:`write_recording` (or inside a store), lazily.
 
@@ -791,34 +670,68 @@ def open_recording(path, *, chunks=None, storage_options=None):
         A ``.zarr`` group (local path or fsspec URL).
     chunks : None | dict | "auto"
         None: lazily indexed numpy-backed arrays; otherwise dask chunks.
+    storage_options : dict, optional
+        fsspec options for URLs.
 
     Returns
     -------
     ds : xarray.Dataset
+        Signal of shape (n_channels, n_times); the store's private attributes (write token
+        and time) removed.
     """
     path = os.fspath(path)
-    if not _is_url(path) and not os.path.isdir(_local_path(path)):
+    if not is_url(path) and not os.path.isdir(local_path(path)):
         raise FormatError(f"{path}: recording not found (expected a zarr folder)")
     try:
-        with _quiet_zarr():
-            return xr.open_zarr(path, chunks=chunks, consolidated=True,
-                                storage_options=storage_options or None)
+        with quiet_zarr():
+            ds = xr.open_zarr(path, chunks=chunks, consolidated=True,
+                              storage_options=storage_options or None)
     except Exception as err:
         raise FormatError(f"{path}: not a readable zarr recording: {err}") from err
+    for key in PRIVATE_ATTRS:
+        ds.attrs.pop(key, None)
+    return ds
+
+
+def _version_info(store, name):
+    """``(time_ns, token, ds)`` of a complete version folder, or None (logged) if not."""
+    import zarr
+
+    from .verify import missing_chunks
+
+    location = store._location(name)
+    try:
+        with quiet_zarr():
+            group = zarr.open_group(location, mode="r",
+                                    storage_options=store.storage_options or None)
+            missing = missing_chunks(store._fs if store._remote else None, store._join(name),
+                                     group, arrays=("signal",))
+        ds = open_recording(location, storage_options=store.storage_options)
+    except Exception as err:  # noqa: BLE001 - an unreadable candidate is skipped, not fatal
+        logger.warning("%s: skipped, unreadable: %s", location, err)
+        return None
+    if missing:
+        logger.warning("%s: skipped, %d signal chunk(s) missing", location, len(missing))
+        return None
+    attrs = group.attrs
+    return int(attrs.get(TIME_ATTR, 0) or 0), str(attrs.get(TOKEN_ATTR, "") or ""), ds
 
 
 def index_store(path, *, ids=None, splits=None, storage_options=None):
     """(Re)build the manifest of a store from the recordings in its directory.
 
-    For stores filled by parallel jobs with :func:`write_recording`: the manifest is written
-    last and atomically, so the store lists exactly the recordings indexed here.
+    For stores filled by parallel jobs with :func:`write_recording`: for each id the newest
+    complete version (``<id>.zarr`` or ``<id>@<token>.zarr``) is listed, the manifest is
+    switched atomically, and only then are the other versions of those ids and the
+    temporaries of dead writers deleted. The store lists exactly the recordings indexed here.
 
     Parameters
     ----------
     path : str | os.PathLike
         Store directory or URL.
     ids : sequence of str, optional
-        Recordings to list (``<id>.zarr`` must exist); default: every complete ``*.zarr``.
+        Recordings to list (a version of each must exist); default: every id with a complete
+        version folder.
     splits : dict, optional
         Recording id -> split label.
     storage_options : dict, optional
@@ -827,28 +740,82 @@ def index_store(path, *, ids=None, splits=None, storage_options=None):
     Returns
     -------
     store : Store
+
+    Raises
+    ------
+    FormatError
+        An id of ``ids`` has no complete version.
     """
-    store = Store(path, storage_options=storage_options, _create=True)
-    if ids is None:
-        if store._remote:
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in store._fs.ls(store._root,
-                                                                             detail=False)]
-        else:
-            names = os.listdir(store._root)
-        ids = sorted(n[: -len(".zarr")] for n in names
-                     if n.endswith(".zarr") and not n.startswith(_TMP_PREFIX))
+    store = Store(path, storage_options=storage_options, _create=True, _check=False,
+                  _load=False)
     splits = dict(splits or {})
-    rows = []
-    for rec_id in ids:
-        rel = f"{rec_id}.zarr"
-        ds = open_recording(store._location(rel), storage_options=storage_options)
-        rows.append(_manifest_row(rec_id, ds, splits.get(rec_id), rel))
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else \
-        _empty_manifest()
     with store._lock():
-        store._write_manifest(manifest)
+        names = _listdir(store)
+        versions = {}
+        for name in names:
+            parsed = parse_version(name)
+            if parsed is not None:
+                versions.setdefault(parsed[0], []).append(name)
+        ids = sorted(versions) if ids is None else [check_id(i, "ids") for i in ids]
+        rows, keep = [], {}
+        for rec_id in ids:
+            found = []
+            for name in versions.get(rec_id, []):
+                info = _version_info(store, name)
+                if info is not None:
+                    found.append((info[0], "@" in name, name, info))
+            if not found:
+                raise FormatError(f"{store._location(version_name(rec_id))}: recording not "
+                                  f"found (expected a complete zarr folder {rec_id}.zarr or "
+                                  f"{rec_id}@<token>.zarr)")
+            _, _, name, (_, token, ds) = max(found, key=lambda f: f[:3])
+            keep[rec_id] = name
+            rows.append(manifest_row(rec_id, ds, splits.get(rec_id), name, token))
+        manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)) if rows else \
+            empty_manifest()
+        store._write_manifest(manifest, step="index-manifest")
+        # now nothing lists them: other versions of the indexed ids, dead writers' leftovers
+        for rec_id, name in keep.items():
+            for other in versions.get(rec_id, []):
+                if other != name:
+                    remove_tree(store._location(other), storage_options)
+                    crash_point("index-cleanup")
+        for name in names:
+            if name.startswith(TMP_PREFIX) and tmp_is_dead(name, _mtime(store, name)):
+                remove_tree(store._location(name), storage_options) if not \
+                    name.endswith(MANIFEST_NAME) else _remove_file(store, name)
     store._reset_readers()
     return store
+
+
+def _listdir(store):
+    if store._remote:
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in store._fs.ls(store._root,
+                                                                       detail=False)]
+    return os.listdir(store._root)
+
+
+def _mtime(store, name):
+    if store._remote:
+        try:
+            return float(pd.Timestamp(store._fs.modified(store._join(name))).timestamp())
+        except Exception:  # noqa: BLE001 - no time: only this machine's dead writers go
+            import time
+
+            return time.time()
+    try:
+        return os.stat(store._join(name)).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_file(store, name):
+    full = store._join(name)
+    if store._remote:
+        if store._fs.exists(full):
+            store._fs.rm(full)
+    elif os.path.exists(full):
+        os.remove(full)
 
 
 def describe(store):

@@ -175,7 +175,8 @@ def test_crash_mid_write_leaves_consistent_store(tmp_path):
         assert proc.stdout.readline().strip() == "first-done"
         deadline = time.time() + 60
         while time.time() < deadline:  # wait until the second recording is half written
-            tmps = [p for p in path.iterdir() if p.name.startswith(".tmp-sub-02")]
+            tmps = [p for p in path.iterdir()
+                    if p.name.startswith(".tmp-") and p.name.endswith("-sub-02.zarr")]
             if tmps and (tmps[0] / "signal" / "c" / "0").exists() and \
                     len(list((tmps[0] / "signal" / "c" / "0").iterdir())) > 50:
                 break
@@ -278,8 +279,17 @@ def test_write_recording_then_index_store(tmp_path):
     assert store.manifest.set_index("id").loc["A", "split"] == "train"
     np.testing.assert_array_equal(store.read_window("B", 10, 3990),
                                   b["signal"].values[:, 10:3990])
-    write_recording(b, root / "A.zarr")  # replaced atomically
-    assert open_store(root).refresh().read_window("A", 0, 4000).shape == (16, 4000)
+    # a listed recording is never replaced in place: the new version goes beside it and
+    # the manifest still lists the old one until index_store switches it
+    new = write_recording(b, root / "A.zarr")
+    assert new.startswith(str(root / "A@")) and new.endswith(".zarr")
+    np.testing.assert_array_equal(open_store(root).read_window("A", 0, 3000),
+                                  a["signal"].values)
+    store = index_store(root, ids=["A", "B"])
+    assert store.manifest.set_index("id").loc["A", "path"] == os.path.basename(new)
+    np.testing.assert_array_equal(store.read_window("A", 0, 4000), b["signal"].values)
+    assert sorted(p.name for p in root.iterdir() if p.name.endswith(".zarr")) == \
+        sorted([os.path.basename(new), "B.zarr"])  # the old version is gone once unlisted
     with pytest.raises(FormatError, match="recording not found"):
         open_recording(root / "nope.zarr")
     with pytest.raises(NeurofmError, match="NaN"):
