@@ -140,7 +140,10 @@ def restricted_load(fileobj_or_path):
 
 
 def _load_stream(fh, source):
-    start = fh.tell() if hasattr(fh, "tell") else None
+    try:
+        start = fh.tell() if fh.seekable() else None
+    except (AttributeError, OSError, ValueError):  # no tell/seek: a pipe, a socket
+        start = None
     head = fh.read(6)
     if head == b"\x93NUMPY":
         if start is not None:

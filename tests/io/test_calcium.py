@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 from neurofm.datasets import package_file
-from neurofm.errors import DataError, FormatError
+from neurofm.errors import DataError, FormatError, NeurofmError, NeurofmWarning
 from neurofm.io import read
 from neurofm.io._pickle import load_npy, restricted_load
 from neurofm.io.calcium import read_calcium
@@ -407,3 +409,262 @@ def test_plain_arrays(tmp_path, traces):
     np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4)))
     with pytest.raises(DataError, match="2-D"):
         read_calcium(tmp_path / "cube.npy", fs=FS)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 9: empty recordings, malformed files, NaN, frame rates, baselines, warnings
+# --------------------------------------------------------------------------------------------
+_NWB_SERIES = "processing/ophys/Fluorescence/RoiResponseSeries"
+
+
+def _edit_h5(path, edit):
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def _replace_dataset(group, name, value):
+    attrs = dict(group[name].attrs)
+    del group[name]
+    group[name] = value
+    group[name].attrs.update(attrs)
+
+
+def _write_npy_header(path, shape, descr="<f8", payload=b"\0" * 64):
+    """A .npy file whose header declares ``shape`` (generated; the data is not there)."""
+    from numpy.lib import format as npformat
+
+    with open(path, "wb") as fh:
+        npformat.write_array_header_1_0(fh, {"descr": descr, "fortran_order": False,
+                                             "shape": shape})
+        fh.write(payload)
+    return path
+
+
+def test_empty_recordings_are_data_errors_naming_the_file(tmp_path, traces):
+    pytest.importorskip("pynwb")
+    folder = tmp_path / "s2p" / "plane0"
+    folder.mkdir(parents=True)
+    np.save(folder / "F.npy", np.zeros((0, N_FRAMES), np.float32))  # suite2p found no ROI
+    np.save(folder / "ops.npy", np.array(_ops(), dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"plane0/F\.npy: empty recording.*shape \(0, 1200\)"):
+        read_calcium(folder)
+    np.save(tmp_path / "none.npy", np.zeros((0, 50)))
+    with pytest.raises(DataError, match=r"none\.npy: empty recording.*shape \(0, 50\)"):
+        read_calcium(tmp_path / "none.npy", fs=FS, signal="F")
+    np.save(tmp_path / "noframe.npy", np.zeros((50, 0)))
+    with pytest.raises(DataError, match=r"noframe\.npy: empty recording.*shape \(50, 0\)"):
+        read_calcium(tmp_path / "noframe.npy", fs=FS, signal="F")
+    (tmp_path / "header.csv").write_text("frame0,frame1,frame2\n")
+    with pytest.raises(DataError, match=r"header\.csv: empty recording"):
+        read_calcium(tmp_path / "header.csv", fs=FS, signal="F")
+    (tmp_path / "blank.csv").write_text("")
+    with pytest.raises(DataError, match=r"blank\.csv: empty cells x frames table"):
+        read_calcium(tmp_path / "blank.csv", fs=FS)
+    cm = write_caiman(tmp_path / "cnm.hdf5", *(np.zeros((N_ROIS, 0)),) * 3, traces["med"])
+    with pytest.raises(DataError, match=r"cnm\.hdf5: empty recording.*shape \(6, 0\)"):
+        read_calcium(cm, signal="C")
+    empty = {"F": traces["F"][:, :0], "Fneu": traces["Fneu"][:, :0], "med": traces["med"]}
+    nwb = write_nwb(tmp_path / "noframe.nwb", empty)
+    with pytest.raises(DataError, match=r"noframe\.nwb: empty recording.*shape \(6, 0\)"):
+        read_calcium(nwb, signal="F")
+
+
+def test_malformed_suite2p_files_name_the_file(tmp_path, traces):
+    for i, fs in enumerate(["abc", None, 0.0, float("nan")]):
+        folder = write_suite2p(tmp_path / f"fs{i}" / "plane0", traces, ops=_ops(fs=fs))
+        with pytest.raises(DataError, match=r"plane0/ops\.npy: ops\['fs'\] \(frame rate in "
+                                            rf"Hz\) must be a finite number > 0; found {fs!r}"):
+            read_calcium(folder, signal="F")
+        assert read_calcium(folder, signal="F", fs=FS).attrs["sfreq"] == FS  # fs= overrides
+    folder = write_suite2p(tmp_path / "med" / "plane0", traces)
+    stat = np.array([{"med": "ab", "npix": 1}] * N_ROIS, dtype=object)
+    np.save(folder / "stat.npy", stat, allow_pickle=True)
+    with pytest.raises(FormatError, match=r"stat\.npy: ROI 0 has med='ab'; expected pixel"):
+        read_calcium(folder, signal="F")
+    folder = write_suite2p(tmp_path / "iscell" / "plane0", traces)
+    np.save(folder / "iscell.npy", np.zeros((N_ROIS, 2, 2)))
+    with pytest.raises(DataError, match=r"iscell\.npy: iscell must have shape \(n_rois,\) or "
+                                        r"\(n_rois, 2.*got shape \(6, 2, 2\)"):
+        read_calcium(folder, signal="F")
+    folder = write_suite2p(tmp_path / "neucoeff" / "plane0", traces, ops=_ops(neucoeff="x"))
+    with pytest.raises(DataError, match=r"ops\.npy: ops\['neucoeff'\] must be a number"):
+        read_calcium(folder, signal="Fc")
+
+
+class _Unseekable(io.RawIOBase):
+    """A pipe-like stream: readable, not seekable."""
+
+    def __init__(self, data):
+        self._buf = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        data = self._buf.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def test_npy_headers_declaring_absurd_or_negative_shapes(tmp_path, traces):
+    huge = _write_npy_header(tmp_path / "huge.npy", (10**8, 10**8))
+    with pytest.raises(FormatError, match=r"huge\.npy: truncated \.npy file: the header "
+                                          r"declares shape \(100000000, 100000000\) of float64 "
+                                          r"\(80000000000000000 bytes of data\), the file holds "
+                                          r"64 bytes"):
+        load_npy(huge)
+    with pytest.raises(FormatError, match=r"huge\.npy: truncated"):
+        read_calcium(huge, fs=FS)  # a plain array
+    with pytest.raises(FormatError, match=r"<file object>: truncated .* the file holds 64"):
+        restricted_load(io.BytesIO(huge.read_bytes()))  # a seekable stream
+    with pytest.raises(FormatError, match=r"<file object>: truncated .* the file holds 64"):
+        restricted_load(_Unseekable(huge.read_bytes()))  # read in bounded chunks
+    ok = _write_npy_header(tmp_path / "small.npy", (2, 4), payload=np.arange(8.0).tobytes())
+    np.testing.assert_array_equal(restricted_load(_Unseekable(ok.read_bytes())),
+                                  np.arange(8.0).reshape(2, 4))
+    neg = _write_npy_header(tmp_path / "neg.npy", (-1, 8))
+    with pytest.raises(FormatError, match=r"neg\.npy: corrupt \.npy header: the shape \(-1, 8\)"):
+        load_npy(neg)
+    folder = write_suite2p(tmp_path / "plane0", traces)
+    _write_npy_header(folder / "F.npy", (N_ROIS, 10**12), descr="<f4")
+    with pytest.raises(FormatError, match=r"plane0/F\.npy: truncated"):
+        read_calcium(folder)
+    ok = _write_npy_header(tmp_path / "ok.npy", (2, 4), payload=np.arange(8.0).tobytes())
+    np.testing.assert_array_equal(load_npy(ok), np.arange(8.0).reshape(2, 4))
+
+
+@pytest.mark.filterwarnings("ignore:Timeseries has a rate of 0.0 Hz:UserWarning",
+                            "ignore:Rate must not be a negative value:UserWarning")
+def test_nwb_string_data_and_bad_rates_name_the_file(tmp_path, traces):
+    pytest.importorskip("pynwb")
+    path = write_nwb(tmp_path / "text.nwb", traces)
+    _edit_h5(path, lambda f: _replace_dataset(
+        f[_NWB_SERIES], "data", np.full((N_FRAMES, N_ROIS), b"x", dtype="S1")))
+    with pytest.raises(DataError, match=r"text\.nwb: Fluorescence/RoiResponseSeries data must "
+                                        r"be numeric.*dtype \|S1"):
+        read_calcium(path, signal="F")
+    for rate in (0.0, float("nan"), -10.0):
+        path = write_nwb(tmp_path / f"rate{rate}.nwb", traces)
+        _edit_h5(path, lambda f, r=rate: f[_NWB_SERIES + "/starting_time"].attrs.__setitem__(
+            "rate", r))
+        with pytest.raises(DataError, match=rf"rate{rate}\.nwb: RoiResponseSeries\.rate "
+                                            r"\(frame rate in Hz\) must be a finite number > 0"):
+            read_calcium(path, signal="F")
+
+
+def test_caiman_bad_frame_rates_name_the_file(tmp_path, traces):
+    C = traces["F"].astype(np.float64)
+    for fr in (0.0, float("nan"), -5.0):
+        path = write_caiman(tmp_path / f"fr{fr}.hdf5", C, traces["spks"], np.zeros_like(C),
+                            traces["med"], fr=fr)
+        with pytest.raises(DataError, match=rf"fr{fr}\.hdf5: params/data/fr \(frame rate in "
+                                            r"Hz\) must be a finite number > 0"):
+            read_calcium(path, signal="C")
+        assert read_calcium(path, signal="C", fs=FS).attrs["sfreq"] == FS
+
+
+def _with_nan(traces, roi=2, frames=(10, 11, 500)):
+    out = dict(traces)
+    out["F"] = traces["F"].copy()
+    out["F"][roi, list(frames)] = np.nan
+    return out
+
+
+def test_nan_traces_name_the_file_or_mark_the_roi_bad(tmp_path, traces):
+    pytest.importorskip("pynwb")
+    nan = _with_nan(traces)
+    clean = read_calcium(write_suite2p(tmp_path / "clean" / "plane0", traces))
+    folder = write_suite2p(tmp_path / "nan" / "plane0", nan)
+    with pytest.raises(DataError, match=r"nan/plane0: 3 non-finite \(NaN/Inf\) sample\(s\) in 1 "
+                                        r"channel\(s\): roi2 \(3\)"):
+        read_calcium(folder)  # dF/F: the reader names the file, not dff()
+    with pytest.warns(NeurofmWarning, match=r"nan/plane0: 3 non-finite.*roi2 \(3\).*marked bad"):
+        ds = read_calcium(folder, on_nonfinite="warn")
+    np.testing.assert_array_equal(ds["bad"].values, np.arange(N_ROIS) == 2)
+    assert np.isnan(ds["signal"].values[2]).all()
+    keep = np.arange(N_ROIS) != 2  # maximin dF/F is per ROI: the others are unchanged
+    np.testing.assert_allclose(ds["signal"].values[keep], clean["signal"].values[keep])
+    assert ds.attrs["dff_method"] == "maximin"
+    np.testing.assert_array_equal(ds["F"].values, nan["F"])  # kept as read
+    with pytest.warns(NeurofmWarning):
+        raw = read_calcium(folder, signal="F", on_nonfinite="warn")
+    np.testing.assert_array_equal(raw["signal"].values, nan["F"])
+    path = write_nwb(tmp_path / "nan.nwb", nan)
+    with pytest.raises(DataError, match=r"nan\.nwb: 3 non-finite.*roi2 \(3\)"):
+        read_calcium(path)
+    C = nan["F"].astype(np.float64)
+    cm = write_caiman(tmp_path / "nan.hdf5", C, traces["spks"], np.zeros_like(C), traces["med"])
+    with pytest.raises(DataError, match=r"nan\.hdf5: 3 non-finite.*roi2 \(3\)"):
+        read_calcium(cm)
+    with pytest.raises(NeurofmError, match="on_nonfinite"):
+        read_calcium(cm, on_nonfinite="ignore")
+
+
+def test_suite2p_constant_baseline_is_suite2ps(tmp_path, traces):
+    """suite2p's dcnv.preprocess, baseline='constant': Flow = np.amin(gaussian_filter(F,
+    [0., sig_baseline])), the minimum of the whole smoothed plane (no axis): one F0."""
+    from scipy import ndimage
+
+    from neurofm.preprocessing.dff import dff
+
+    folder = write_suite2p(tmp_path / "plane0", traces, ops=_ops(baseline="constant",
+                                                                  sig_baseline=5.0))
+    ds = read_calcium(folder)
+    Fc = traces["F"].astype(np.float64) - 0.7 * traces["Fneu"].astype(np.float64)
+    flow = np.amin(ndimage.gaussian_filter(Fc, [0.0, 5.0]))
+    assert 395.0 < flow < 405.0  # the dimmest ROI's smoothed minimum, shared by all
+    np.testing.assert_allclose(ds["signal"].values, (Fc - flow) / flow, rtol=1e-5, atol=1e-6)
+    assert ds.attrs["dff_method"] == "constant" and ds.attrs["dff_sigma"] == 5.0
+    # the lazy (dask) path gives the same values
+    fc = read_calcium(folder, signal="Fc")
+    lazy = fc.chunk({"time": 100})
+    np.testing.assert_allclose(dff(lazy, method="constant", sigma=5.0)["signal"].values,
+                               ds["signal"].values, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["prctile", "constant_prctile"])
+def test_suite2p_percentile_baseline_names(tmp_path, traces, name):
+    folder = write_suite2p(tmp_path / "plane0", traces, ops=_ops(baseline=name))
+    ds = read_calcium(folder)
+    assert ds.attrs["dff_method"] == "percentile" and ds.attrs["dff_percentile"] == 8.0
+    Fc = traces["F"].astype(np.float64) - 0.7 * traces["Fneu"].astype(np.float64)
+    f0 = np.percentile(Fc, 8.0, axis=1, keepdims=True)  # suite2p: per ROI, whole trace
+    np.testing.assert_allclose(ds["signal"].values, (Fc - f0) / f0, atol=2e-3)
+
+
+def test_suite2p_unknown_baseline_is_refused(tmp_path, traces):
+    folder = write_suite2p(tmp_path / "plane0", traces, ops=_ops(baseline="median"))
+    with pytest.raises(DataError, match=r"plane0/ops\.npy: ops\['baseline'\]='median' is not a "
+                                        r"suite2p baseline; expected one of \('maximin', "
+                                        r"'constant', 'prctile', 'constant_prctile'\)"):
+        read_calcium(folder)
+    fc = read_calcium(folder, signal="Fc")  # no dF/F: the baseline option does not matter
+    assert fc.attrs["calcium_signal"] == "Fc"
+
+
+def test_calcium_warnings_and_verbose(tmp_path, traces, caplog):
+    pytest.importorskip("pynwb")
+    path = write_nwb(tmp_path / "rate.nwb", traces)
+    with pytest.warns(NeurofmWarning, match=r"rate\.nwb: fs=20 given but the file's rate is "
+                                            r"10 Hz; using fs"):
+        assert read_calcium(path, signal="F", fs=20.0).attrs["sfreq"] == 20.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeurofmWarning)
+        read_calcium(path, signal="F", fs=20.0, verbose="error")  # silenced
+    folder = write_suite2p(tmp_path / "plane0", traces)
+    with caplog.at_level(logging.DEBUG):  # the capture handler; neurofm keeps its own level
+        read_calcium(folder, signal="F")  # default level: WARNING, nothing logged
+        assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+        read_calcium(folder, verbose="info")
+        info = [r.getMessage() for r in caplog.records]
+        assert any(m.endswith("plane0 (suite2p): 6 ROIs, 1200 frames at 10 Hz, signal dff")
+                   for m in info)
+        assert any("computing dF/F" in m for m in info)
+        assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+        caplog.clear()
+        read_calcium(folder, signal="F", verbose="debug")
+        debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        assert any("reading as suite2p (signal=F" in m for m in debug)
