@@ -3,8 +3,10 @@
 One self-contained page per recording (figures embedded as PNG) comparing the input and the
 preprocessed recording:
 
-- EEG / MEG / iEEG: power spectral density before and after (Welch), a few traces;
-- fMRI: carpet plots (ROI x time) before and after and the ROI correlation matrix;
+- EEG / MEG / iEEG: power spectral density before and after (Welch; one curve per channel
+  type in its unit, the y range clipped to the data's meaningful range), a few traces;
+- fMRI: carpet plots (ROI x time) before and after and the ROI correlation matrix, labelled
+  with the ROI names;
 - calcium: traces of the first cells before and after.
 
 :func:`summary_report` writes the page of a whole run, one row per recording with a link to
@@ -30,7 +32,9 @@ from ..schema import history
 __all__ = [
     "carpet_figure",
     "correlation_figure",
+    "psd_curves",
     "psd_figure",
+    "psd_ylim",
     "qc_report",
     "summary_report",
     "traces_figure",
@@ -69,8 +73,103 @@ def _segment(ds, max_seconds):
     return np.asarray(x, dtype=np.float64)
 
 
+#: Channel types without physiological signal: left out of the spectra (as MNE's plots do).
+NON_DATA_CH_TYPES = ("stim",)
+
+#: Dynamic range kept on a spectrum's y axis: the PSD of float32 data carries no information
+#: more than about 12 decades below its largest value (rounding noise, exact zeros).
+PSD_DYNAMIC_RANGE = 1e12
+
+
+def _channel_units(ds):
+    """Unit of every channel: the ``ch_units`` coordinate, else the signal's units."""
+    if "ch_units" in ds.coords:
+        return [str(u) for u in ds["ch_units"].values]
+    return [str(ds["signal"].attrs.get("units", "a.u."))] * ds.sizes["channel"]
+
+
+def _squared(units):
+    """``fT`` -> ``fT²``; ``fT/cm`` -> ``(fT/cm)²``."""
+    return f"({units})\u00b2" if any(c in units for c in "/* ") else f"{units}\u00b2"
+
+
+def psd_curves(ds, *, max_seconds=300.0):
+    """Welch power spectra of a recording, one group per channel type.
+
+    Channels of different types (MEG magnetometers in fT and gradiometers in fT/cm, EEG and
+    EOG...) are never averaged together: each type gets its own mean curve, in its own
+    unit. Trigger channels (``ch_type`` "stim") are left out.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Canonical recording, ``signal`` of shape (n_channels, n_times).
+    max_seconds : float
+        Seconds of signal used (from the start).
+
+    Returns
+    -------
+    groups : list of dict
+        One per channel type, in order of first appearance, with keys ``ch_type`` (str),
+        ``units`` (str, the channels' unit; a type whose channels have several units is
+        split into one group per unit), ``channels`` (list of str, n_group), ``freqs``
+        (ndarray of shape (n_freqs,), Hz), ``psd`` (ndarray of shape (n_group, n_freqs),
+        units^2/Hz) and ``mean`` (ndarray of shape (n_freqs,), the mean over the group).
+    """
+    from scipy.signal import welch
+
+    x = _segment(ds, max_seconds)                                    # (C, T)
+    sfreq = float(ds.attrs["sfreq"])
+    nper = int(min(x.shape[1], max(8, round(4 * sfreq))))
+    types = [str(t) for t in ds["ch_type"].values]
+    units = _channel_units(ds)
+    names = [str(c) for c in ds["channel"].values]
+    keys = []
+    for t, u in zip(types, units):
+        if t not in NON_DATA_CH_TYPES and (t, u) not in keys:
+            keys.append((t, u))
+    groups = []
+    for t, u in keys:
+        rows = [i for i, (tt, uu) in enumerate(zip(types, units)) if (tt, uu) == (t, u)]
+        f, p = welch(x[rows], fs=sfreq, nperseg=nper)
+        groups.append({"ch_type": t, "units": u, "channels": [names[i] for i in rows],
+                       "freqs": f, "psd": p, "mean": p.mean(axis=0)})
+    return groups
+
+
+def psd_ylim(curves, *, dynamic_range=PSD_DYNAMIC_RANGE):
+    """Y range of a log-scale spectrum that shows the data, not its rounding noise.
+
+    Parameters
+    ----------
+    curves : sequence of ndarray
+        The plotted power values (any shapes); zero, negative and non-finite values and the
+        DC bin are the caller's to include or not (they are ignored here when not positive).
+    dynamic_range : float
+        Largest ratio between the top and the bottom of the axis.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+        From the 0.5th percentile of the positive values (but at least
+        ``max / dynamic_range``) to the maximum, each padded by a factor 2.
+    """
+    values = np.concatenate([np.ravel(np.asarray(c, dtype=np.float64)) for c in curves])
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return 1e-3, 1.0
+    high = float(values.max())
+    low = max(float(np.percentile(values, 0.5)), high / dynamic_range)
+    return low / 2.0, high * 2.0
+
+
 def psd_figure(before, after, *, max_seconds=300.0):
-    """Welch PSD (mean over channels, with each channel faint) before and after.
+    """Welch PSD before (left) and after (right): one mean curve per channel type.
+
+    Every channel is drawn faintly and each channel type has its own mean curve in its own
+    unit (see :func:`psd_curves`); types with different units are drawn on separate rows,
+    so MEG magnetometers (fT^2/Hz) and gradiometers ((fT/cm)^2/Hz) are never mixed. The y
+    axis spans the data's meaningful range (:func:`psd_ylim`), not rounding noise.
 
     Parameters
     ----------
@@ -82,27 +181,67 @@ def psd_figure(before, after, *, max_seconds=300.0):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        Axes in row-major order (row = unit, column = input / preprocessed); each mean
+        curve is a line labelled ``"<ch_type> mean"`` and has the channel type as its
+        ``gid``.
     """
-    from scipy.signal import welch
+    panels = []
+    for ds, label in ((before, "input"), (after, "preprocessed")):
+        groups = psd_curves(ds, max_seconds=max_seconds)
+        by_unit = {}
+        for g in groups:
+            by_unit.setdefault(g["units"], []).append(g)
+        panels.append((ds, label, by_unit))
+    n_rows = max(1, max(len(by_unit) for _, _, by_unit in panels))
+    from matplotlib.figure import Figure
 
-    fig, axes = _figure(ncols=2)
-    for ax, ds, label in ((axes[0], before, "input"), (axes[1], after, "preprocessed")):
-        x = _segment(ds, max_seconds)
+    fig = Figure(figsize=(9.0, 3.2 * n_rows), layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, 2, squeeze=False))
+    for col, (ds, label, by_unit) in enumerate(panels):
         sfreq = float(ds.attrs["sfreq"])
-        nper = int(min(x.shape[1], max(8, round(4 * sfreq))))
-        f, p = welch(x, fs=sfreq, nperseg=nper)
-        p = np.maximum(p, np.finfo(float).tiny)
-        for row in p[: min(len(p), 64)]:
-            ax.semilogy(f, row, color="0.7", lw=0.5)
-        ax.semilogy(f, p.mean(axis=0), color="C0" if label == "input" else "C1", lw=1.5)
-        units = ds["signal"].attrs.get("units", "a.u.")
-        ax.set(xlabel="frequency (Hz)", ylabel=f"PSD ({units}\u00b2/Hz)",
-               title=f"{label}: {ds.sizes['channel']} ch, {sfreq:g} Hz")
+        for row in range(n_rows):
+            ax = axes[row, col]
+            if row >= len(by_unit):
+                ax.set_visible(False)
+                continue
+            units, groups = list(by_unit.items())[row]
+            plotted = []
+            for k, g in enumerate(groups):
+                f = g["freqs"]
+                keep = f > 0  # the DC bin is 0 after any high-pass: not a meaningful value
+                for p in g["psd"][: 64]:
+                    ax.plot(f[keep], p[keep], color="0.75", lw=0.5)
+                color = f"C{k + (0 if label == 'input' else 1)}"
+                ax.plot(f[keep], g["mean"][keep], color=color, lw=1.5, gid=g["ch_type"],
+                        label=f"{g['ch_type']} mean")
+                plotted += [g["psd"][:, keep], g["mean"][keep]]
+            ax.set_yscale("log")
+            ax.set_ylim(*psd_ylim(plotted))
+            n_ch = sum(len(g["channels"]) for g in groups)
+            ax.set(xlabel="frequency (Hz)", ylabel=f"PSD ({_squared(units)}/Hz)",
+                   title=f"{label}: {n_ch} ch, {sfreq:g} Hz")
+            ax.legend(fontsize=7, loc="upper right")
     return fig
 
 
+def _label_axis(ax, names, axis, *, offset=0.0, max_labels=40):
+    """Tick labels from the channel names (every k-th when there are many)."""
+    step = max(1, int(np.ceil(len(names) / max_labels)))
+    idx = np.arange(0, len(names), step)
+    labels = [names[i] for i in idx]
+    size = 7 if len(idx) <= 20 else 5
+    if axis == "y":
+        ax.set_yticks(idx + offset, labels, fontsize=size)
+    else:
+        ax.set_xticks(idx + offset, labels, fontsize=size, rotation=90)
+
+
 def carpet_figure(before, after, *, max_seconds=3600.0):
-    """Carpet plots (z-scored ROI x time images) before and after."""
+    """Carpet plots (z-scored ROI x time images) before and after.
+
+    Rows are labelled with the ROI names (the ``channel`` coordinate, which the fMRI
+    reader takes from the atlas labels), every k-th one when there are more than 40.
+    """
     fig, axes = _figure(height=4.0, ncols=2)
     for ax, ds, label in ((axes[0], before, "input"), (axes[1], after, "preprocessed")):
         x = _segment(ds, max_seconds)
@@ -111,18 +250,22 @@ def carpet_figure(before, after, *, max_seconds=3600.0):
         t = np.asarray(ds["time"].values[: x.shape[1]])
         ax.imshow(z, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest",
                   extent=(t[0], t[-1] if len(t) > 1 else t[0] + 1, x.shape[0], 0))
+        _label_axis(ax, [str(c) for c in ds["channel"].values], "y", offset=0.5)
         ax.set(xlabel="time (s)", ylabel="ROI", title=f"{label} (z-scored per ROI)")
     return fig
 
 
 def correlation_figure(ds, *, max_seconds=3600.0):
-    """ROI x ROI Pearson correlation matrix."""
+    """ROI x ROI Pearson correlation matrix, both axes labelled with the ROI names."""
     x = _segment(ds, max_seconds)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(x) if x.shape[0] > 1 else np.ones((1, 1))
-    fig, ax = _figure(width=5.0, height=4.2)
+    fig, ax = _figure(width=5.5, height=4.8)
     im = ax.imshow(np.nan_to_num(corr), cmap="RdBu_r", vmin=-1, vmax=1)
     fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
+    names = [str(c) for c in ds["channel"].values]
+    _label_axis(ax, names, "x")
+    _label_axis(ax, names, "y")
     ax.set(xlabel="ROI", ylabel="ROI", title="ROI correlation (preprocessed)")
     return fig
 
@@ -139,7 +282,7 @@ def traces_figure(before, after, *, n_traces=10, max_seconds=300.0):
         for i, row in enumerate(x):
             ax.plot(t, (row - row.min()) / span[i] + i, lw=0.6)
         ax.set_yticks(np.arange(len(names)) + 0.5, names, fontsize=7)
-        units = ds["signal"].attrs.get("units", "a.u.")
+        units = ", ".join(dict.fromkeys(_channel_units(ds)[: x.shape[0]]))
         ax.set(xlabel="time (s)", title=f"{label} ({units}, min-max per trace)")
     return fig
 
