@@ -18,7 +18,7 @@ from ._fsutil import quiet_zarr
 from .ids import parse_version
 from .manifest import MANIFEST_NAME, TMP_PREFIX, TOKEN_ATTR
 
-__all__ = ["VerifyReport", "chunk_keys", "missing_chunks", "verify_store"]
+__all__ = ["VerifyReport", "chunk_keys", "missing_chunks", "verify_path", "verify_store"]
 
 
 @dataclass
@@ -191,3 +191,34 @@ def verify_store(store, *, check_data=True):
         elif parse_version(name) is not None and name not in listed:
             report.notes.append(f"{name}: recording folder no manifest row lists")
     return report
+
+
+def verify_path(path, *, check_data=True, storage_options=None):
+    """:func:`verify_store` on a store location, reporting an unopenable store as a problem.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        Store directory or fsspec URL.
+    check_data : bool
+        Read every chunk (checksums).
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    report : VerifyReport
+    """
+    from ..errors import FormatError
+    from ._fsutil import is_url, local_path
+    from .core import Store
+
+    path = os.fspath(path)
+    if not is_url(path) and not os.path.isdir(local_path(path)):
+        return VerifyReport(path=path, problems=[f"{path}: store not found (no such "
+                                                 "directory)"])
+    try:
+        store = Store(path, storage_options=storage_options, _check=False)
+    except FormatError as err:
+        return VerifyReport(path=path, problems=[str(err)])
+    return verify_store(store, check_data=check_data)
