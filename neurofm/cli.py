@@ -7,6 +7,7 @@ Subcommands::
     neurofm convert INPUT... --out STORE   files (or a BIDS root) -> store
     neurofm preprocess CONFIG              run a Snakemake pipeline (pipelines/)
     neurofm sample-data [--out DIR]        build the bundled sample BIDS dataset
+    neurofm verify STORE                   check a store's chunks and manifest (exit 1: damaged)
 
 Every :class:`~neurofm.errors.NeurofmError` is printed as one line (``neurofm: error: ...``)
 with exit status 2; tracebacks are shown only with ``--debug``.
@@ -101,6 +102,14 @@ def build_parser():
     p.add_argument("--out", default="datasets/sample", help="target directory")
     p.add_argument("--overwrite", action="store_true", help="rebuild from scratch")
     p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser("verify", help="check every chunk (checksums) and the manifest of a "
+                                      "store; exit 1 when damaged")
+    p.add_argument("store", help="store directory or fsspec URL")
+    p.add_argument("--quick", action="store_true",
+                   help="check presence and metadata only, not the chunk checksums")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 
@@ -306,6 +315,22 @@ def _cmd_sample_data(args):
     out = make_sample_data(args.out, overwrite=args.overwrite)
     print(f"sample BIDS dataset ready in {out}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# verify (implemented in neurofm.store.verify)
+# --------------------------------------------------------------------------------------------
+def _cmd_verify(args):
+    from .store.verify import verify_path
+
+    report = verify_path(args.store, check_data=not args.quick)
+    if args.json:
+        print(json.dumps({"path": report.path, "ok": report.ok, "problems": report.problems,
+                          "notes": report.notes, "n_recordings": report.n_recordings,
+                          "n_chunks": report.n_chunks}, indent=2))
+    else:
+        print(report)
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
