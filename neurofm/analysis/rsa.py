@@ -54,6 +54,7 @@ __all__ = [
     "COMPARE_METHODS",
     "RDM_METHODS",
     "EvalResult",
+    "as_rdm",
     "compare_rdms",
     "compute_rdm",
     "compute_rdms",
@@ -398,6 +399,35 @@ def _per_dataset(value, n, name):
 
 # --------------------------------------------------------------------------------------
 # square <-> condensed
+
+
+def as_rdm(rdm):
+    """Any accepted RDM input as a square DataArray (the canonical RDM layout).
+
+    Parameters
+    ----------
+    rdm : xr.DataArray or ndarray
+        One RDM (K, K) or (n_pairs,), or a stack (n, K, K) or (n, n_pairs), as accepted by
+        every RSA function (a 2-D ndarray with equal sides is one square RDM).
+
+    Returns
+    -------
+    xr.DataArray
+        Shape (K, K) with dims ("condition", "condition2") for one RDM, or (n, K, K) with
+        dims (<stack>, "condition", "condition2") for a stack (the input's stacking
+        dimension and its coordinate, else "rdm" and 0..n-1); condition labels as
+        coordinates (0..K-1 when the input had none), the input's attrs, zero diagonal.
+        NaN entries are kept. Always a new array.
+
+    Raises
+    ------
+    DataError
+        Not an RDM (asymmetric, non-zero diagonal, a length that is no K (K - 1) / 2...).
+    """
+    stack = as_rdm_stack(rdm, "rdm")
+    return to_square_dataarray(stack.vectors, stack.labels, names=stack.names,
+                               stack_dim=stack.stack_dim, single=stack.single,
+                               attrs=stack.attrs)
 
 
 def upper(rdm):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_option
-from ..analysis._rdm_utils import as_rdm_stack, vectors_to_squares
+from ..analysis.rsa import as_rdm, square, upper
 from ..errors import NeurofmError
 
 
@@ -43,25 +43,31 @@ def plot_rdm(rdm, *, ax=None, cmap="viridis", rank=False, labels=True, colorbar=
     matplotlib Axes (one RDM) or ndarray of Axes (stack).
     """
     plt = _pyplot()
-    stack = as_rdm_stack(rdm, "rdm")
-    vecs = np.array(stack.vectors, dtype=float)
+    rdm = as_rdm(rdm)                       # (K, K) or (n, K, K), labelled
+    single = rdm.ndim == 2
     if rank:
         from scipy.stats import rankdata
 
+        vecs = np.atleast_2d(upper(rdm))    # (n, n_pairs)
         for i, v in enumerate(vecs):
             ok = np.isfinite(v)
             vecs[i, ok] = 100 * (rankdata(v[ok]) - 1) / max(ok.sum() - 1, 1)
-    mats = vectors_to_squares(vecs, stack.n_cond)
-    idx = np.arange(stack.n_cond)
+        mats = np.array(square(vecs).values, dtype=float)
+    else:
+        mats = np.array(rdm.values, dtype=float)
+        if single:
+            mats = mats[None]
+    n_cond = mats.shape[-1]
+    idx = np.arange(n_cond)
     mats[:, idx, idx] = np.nan if rank else 0.0
-    if stack.single:
+    if single:
         if ax is None:
             _, ax = plt.subplots(figsize=(4.5, 4))
         axes = np.array([ax])
     else:
         if ax is not None:
             raise NeurofmError("ax: a stack of RDMs is drawn on its own figure; pass ax=None")
-        n = min(stack.n_rdm, max_panels)
+        n = min(mats.shape[0], max_panels)
         cols = int(np.ceil(np.sqrt(n)))
         rows = int(np.ceil(n / cols))
         _fig, grid = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
@@ -71,27 +77,27 @@ def plot_rdm(rdm, *, ax=None, cmap="viridis", rank=False, labels=True, colorbar=
         axes = axes[:n]
     lo = np.nanmin(mats) if vmin is None else vmin
     hi = np.nanmax(mats) if vmax is None else vmax
-    names = [str(v) for v in stack.labels]
+    names = [str(v) for v in rdm.coords["condition"].values]
+    panel_names = None if single else rdm.coords[rdm.dims[0]].values
     for i, a in enumerate(axes):
         im = a.imshow(np.ma.masked_invalid(mats[i]), cmap=cmap, vmin=lo, vmax=hi,
                       interpolation="nearest")
-        if labels and stack.n_cond <= 40:
+        if labels and n_cond <= 40:
             a.set_xticks(idx, names, rotation=90, fontsize=7)
             a.set_yticks(idx, names, fontsize=7)
         else:
             a.set_xticks([])
             a.set_yticks([])
-        if not stack.single:
-            name = stack.names[i] if stack.names is not None else i
-            a.set_title(str(name), fontsize=9)
+        if not single:
+            a.set_title(str(panel_names[i]), fontsize=9)
         if colorbar:
             a.figure.colorbar(im, ax=a, fraction=0.046, pad=0.04,
-                              label="percentile" if rank else stack.attrs.get("method", ""))
-    if title is not None and stack.single:
+                              label="percentile" if rank else rdm.attrs.get("method", ""))
+    if title is not None and single:
         axes[0].set_title(title)
     elif title is not None:
         axes[0].figure.suptitle(title)
-    return axes[0] if stack.single else axes
+    return axes[0] if single else axes
 
 
 def _fdr(p):

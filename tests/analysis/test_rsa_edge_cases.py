@@ -127,3 +127,28 @@ def test_one_device_rule(monkeypatch):
     rsa.searchlight_rdms(vol, mask=np.ones((4, 4, 4), bool), radius=1,
                          conditions=[0, 1, 2] * 2, dtype="float64")
     assert seen and set(seen) == {"cpu"}
+
+
+def test_as_rdm_gives_the_square_layout_of_any_input():
+    import xarray as xr
+
+    mat = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0.0]])
+    out = rsa.as_rdm(mat)
+    assert out.dims == ("condition", "condition2")
+    np.testing.assert_array_equal(out.values, mat)
+    np.testing.assert_array_equal(out.coords["condition"].values, [0, 1, 2])
+    np.testing.assert_array_equal(rsa.as_rdm(rsa.upper(mat)).values, mat)
+    stack = xr.DataArray(np.stack([mat, 2 * mat]), dims=("subject", "condition", "condition2"),
+                         coords={"subject": ["s1", "s2"], "condition": list("abc"),
+                                 "condition2": list("abc")}, attrs={"method": "euclidean"})
+    out = rsa.as_rdm(stack)
+    assert out.dims == ("subject", "condition", "condition2")
+    assert list(out.coords["subject"].values) == ["s1", "s2"]
+    assert list(out.coords["condition"].values) == list("abc")
+    assert out.attrs["method"] == "euclidean"
+    np.testing.assert_array_equal(out.values[1], 2 * mat)
+    with_nan = mat.copy()
+    with_nan[0, 1] = with_nan[1, 0] = np.nan
+    assert np.isnan(rsa.as_rdm(with_nan).values[0, 1])
+    with pytest.raises(DataError, match="symmetric"):
+        rsa.as_rdm(np.array([[0, 1, 2], [1, 0, 3], [2, 4, 0.0]]))
