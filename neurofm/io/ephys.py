@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import re
+import threading
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,18 +245,27 @@ class _routed_warnings:
     :func:`neurofm._logging.warn` (so they point at the user's call), prefixed with the file,
     so they reach the user like every neurofm warning and ``verbose="error"`` silences them;
     deprecation notices keep their category. Nothing is dropped.
+
+    :class:`warnings.catch_warnings` changes process-wide state, so outside the main thread
+    (dask workers computing a lazy signal) this does nothing: MNE's warnings then reach the
+    user directly, unchanged.
     """
 
     def __init__(self, path):
         self.path = path
-        self._catcher = warnings.catch_warnings(record=True)
+        self._catcher = None
+        if threading.current_thread() is threading.main_thread():
+            self._catcher = warnings.catch_warnings(record=True)
 
     def __enter__(self):
-        self._caught = self._catcher.__enter__()
-        warnings.simplefilter("always")
+        if self._catcher is not None:
+            self._caught = self._catcher.__enter__()
+            warnings.simplefilter("always")
         return self
 
     def __exit__(self, *exc):
+        if self._catcher is None:
+            return False
         self._catcher.__exit__(*exc)
         seen = set()
         for w in self._caught:

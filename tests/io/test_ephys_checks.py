@@ -258,3 +258,42 @@ def test_no_mne_private_api():
     source = Path(ephys.__file__).read_text()
     assert "_raw_extras" not in source and "_unlock" not in source
     assert 'simplefilter("ignore")' not in source
+
+
+# ------------------------------------------------------------------ MNE reader options
+def _typed_edf(path):
+    """Labels with EDF type prefixes, as clinical systems write them."""
+    return _two_channel_edf(path, labels=["EEG Fz", "EOG left"])
+
+
+def test_reader_options_pass_through(tmp_path):
+    path = _typed_edf(tmp_path / "typed.edf")
+    plain = read(path)
+    assert list(plain["ch_type"].values) == ["eeg", "eeg"]  # MNE's default, as before
+    ds = read(path, infer_types=True)
+    raw, mne_uv = _mne_uv(path, infer_types=True)
+    assert raw.get_channel_types() == ["eeg", "eog"]
+    assert list(ds["channel"].values) == raw.ch_names == ["Fz", "left"]
+    assert list(ds["ch_type"].values) == ["eeg", "eog"]
+    np.testing.assert_array_equal(ds["signal"].values, mne_uv.astype(np.float32))
+    lazy = read_ephys(path, preload=False, eog=["EOG left"])
+    assert list(lazy["ch_type"].values) == ["eeg", "eog"]
+    assert '"eog": ["EOG left"]' in lazy.attrs["history"]  # recorded with the other params
+
+
+def test_reader_options_are_checked(tmp_path, written_fif):
+    path = _typed_edf(tmp_path / "typed.edf")
+    with pytest.raises(NeurofmError, match=r"\['bogus'\].*read_raw_edf") as info:
+        read(path, bogus=1)
+    assert str(path) in str(info.value) and "infer_types" in str(info.value)
+    with pytest.raises(NeurofmError, match=r"infer_types.*read_raw_fif"):
+        read(written_fif, infer_types=True)  # the FIF reader has no such option
+    with pytest.raises(NeurofmError, match="set by read_ephys"):
+        read_ephys(path, input_fname="x.edf")
+
+
+@pytest.fixture
+def written_fif(tmp_path, spkit_eeg):
+    path = tmp_path / "spkit_raw.fif"
+    to_mne(spkit_eeg).save(path, verbose="error")
+    return path
