@@ -199,15 +199,14 @@ def _info_bids(args):
 
 
 def _info_recording(args):
-    from .io import find_reader, read
+    from .io import find_reader, read_all
     from .store.summary import format_recording, summarize_recording
 
     path = Path(args.path)
     # a summary needs no samples: electrophysiology files are opened without loading them
     lazy = path.exists() and find_reader(path).name == "ephys"
-    result = read(path, preload=False) if lazy else read(path)
-    summaries = [summarize_recording(ds)
-                 for ds in (result if isinstance(result, list) else [result])]
+    result = read_all(path, preload=False) if lazy else read_all(path)
+    summaries = [summarize_recording(ds) for ds in result]
     if args.json:
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2,
                          default=str))

@@ -653,9 +653,9 @@ def write_store(recordings, path, *, chunk_seconds=None, compressor=None, overwr
         for item, split in zip(progress(recordings, verbose=verbose, desc="writing store",
                                         unit="rec"), splits):
             if not isinstance(item, xr.Dataset):
-                from ..io import read
+                from ..io import read_all
 
-                item = read(item)
+                item = read_all(item)
             for ds in item if isinstance(item, list) else [item]:
                 store.add(ds, split=split, chunk_seconds=chunk_seconds, compressor=compressor)
         return store
