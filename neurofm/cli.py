@@ -37,6 +37,12 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"neurofm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, what in (("fit", "train a model"), ("validate", "validate a checkpoint"),
+                       ("test", "test a checkpoint"), ("predict", "predict with a checkpoint")):
+        # handled by the Lightning CLI before argparse (see main); listed for --help
+        sub.add_parser(name, add_help=False,
+                       help=f"{what} (Lightning CLI: neurofm {name} -c configs/brainjepa.yaml;"
+                            f" neurofm {name} --help)")
 
     p = sub.add_parser("info", help="summarise a recording file, a store or a BIDS dataset")
     p.add_argument("path", help="recording file, directory format, store directory/URL, or "
@@ -113,8 +119,17 @@ def build_parser():
     return parser
 
 
+#: Subcommands handed to the Lightning CLI (neurofm.training.cli).
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv=None):
     """Entry point of the ``neurofm`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:  # fit / validate / test / predict
+        from .training.cli import run_lightning_cli
+
+        return run_lightning_cli(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -233,7 +248,9 @@ def _cmd_convert(args):
               "compressor": None if args.compressor == "none" else args.compressor}
     try:
         if len(args.inputs) == 1 and is_bids_root(args.inputs[0]):
-            kw.pop("modality", None)  # the BIDS datatype folder decides
+            if args.modality:
+                raise NeurofmError("--modality does not apply to a BIDS root: the datatype "
+                                   "folder (eeg, meg, ieeg) decides; use --datatype to select")
             store = convert_bids(args.inputs[0], args.out, datatype=args.datatype,
                                  atlas=args.atlas, strict=args.strict,
                                  overwrite=args.overwrite, verbose=verbose, **layout, **kw)

@@ -254,6 +254,9 @@ def test_convert_sample_without_atlas_says_what_it_skipped(sample_root, tmp_path
     m = store.manifest.set_index("id")
     assert m.loc["sub-08_task-spont_plane0"].subject == "08"
     assert m.loc["sub-08_task-spont_plane0"].modality == "calcium"
+    # --modality would be silently ignored for a BIDS root: refused
+    assert main(["convert", str(sample_root), "--out", str(out), "--modality", "eeg"]) == 2
+    assert "--modality does not apply to a BIDS root" in capsys.readouterr().err
     # leaving fMRI out on purpose: nothing skipped, exit 0, nothing converted twice
     assert main(["convert", str(sample_root), "--out", str(out), "--quiet",
                  "--datatype", "eeg", "meg", "ophys"]) == 0

@@ -238,6 +238,9 @@ def convert_bids(root, out, *, datatype=None, atlas=None, strict=False, overwrit
                 "%s: %d BOLD run(s) NOT converted because no atlas was given (pass atlas=, "
                 "--atlas on the command line, e.g. 'power_2011' or a labels image):\n  %s",
                 root, len(skipped), "\n  ".join(skipped))
+        if atlas is not None and not any(rec["datatype"] == "func" for rec in todo):
+            logger.warning("%s: atlas= given but there is no BOLD run to convert; it is not "
+                           "used", root)
         _check_options(read_kwargs, [(*_reader_of(rec["path"], datatype=rec["datatype"]),
                                       rec["path"]) for rec in todo])
         conv = _Converter(out, overwrite=overwrite, chunk_seconds=chunk_seconds,
@@ -380,7 +383,7 @@ def source_entities(path):
     ents = parse_entities(p.parent.name if plane else p.name)
     if plane and ents.get("suffix") != "suite2p":
         ents = {}
-    for parent in list(p.parents)[:4]:
+    for parent in list(p.resolve().parents)[:4]:
         key, _, value = parent.name.partition("-")
         if key in ("sub", "ses") and value and "_" not in parent.name:
             ents.setdefault("subject" if key == "sub" else "session", value)
@@ -511,18 +514,20 @@ class _Converter:
 def _stored_sources(store):
     """(id, resolved source path, source hash) of every recording in the store.
 
-    From the manifest's ``source_file`` / ``source_hash`` columns when present, else from
-    each recording's attributes (stores written before those columns existed).
+    From the manifest's ``source_file`` / ``source_hash`` columns; rows without a source
+    (manifests written before those columns existed) read it from the recording's attrs.
     """
     m = store.manifest
-    if {"source_file", "source_hash"} <= set(m.columns):
-        return [(str(i), str(s or ""), str(h or ""))
-                for i, s, h in zip(m["id"], m["source_file"], m["source_hash"])]
+    files = m["source_file"] if "source_file" in m.columns else [""] * len(m)
+    hashes = m["source_hash"] if "source_hash" in m.columns else [""] * len(m)
     out = []
-    for rec_id in m["id"]:
-        attrs = store.open(rec_id).attrs
-        out.append((str(rec_id), str(attrs.get("source_file", "") or ""),
-                    str(attrs.get("source_hash", "") or "")))
+    for rec_id, src, digest in zip(m["id"], files, hashes):
+        src, digest = str(src or ""), str(digest or "")
+        if not src:
+            attrs = store.open(rec_id).attrs
+            src = str(attrs.get("source_file", "") or "")
+            digest = str(attrs.get("source_hash", "") or "")
+        out.append((str(rec_id), src, digest))
     return out
 
 

@@ -123,8 +123,7 @@ def test_convert_is_idempotent_and_replaces_changed_sources(tmp_path, edf_path, 
     stored = first.open("sub-01_task-rest_eeg")
     assert stored.attrs["source_hash"] == digest
     assert stored.attrs["source_file"] == str(src.resolve())
-    if "source_hash" in first.manifest.columns:  # the store's manifest carries them too
-        assert (row.source_file, row.source_hash) == (str(src.resolve()), digest)
+    assert (row.source_file, row.source_hash) == (str(src.resolve()), digest)  # manifest
     # same command again: nothing converted, nothing duplicated
     second = convert_files([src], out, verbose=False)
     assert second.ids == ["sub-01_task-rest_eeg"] and second.added == []
@@ -281,3 +280,16 @@ def test_only_neurofm_errors_are_per_file_failures(tmp_path, edf_path, monkeypat
         convert_files([edf_path], tmp_path / "store", verbose=False)
     assert any(str(edf_path) in note for note in e.value.__notes__)
     assert not (tmp_path / "store").exists()
+
+
+def test_stores_without_source_columns_are_still_idempotent(tmp_path, edf_path):
+    """A manifest written before source_file/source_hash existed: the recordings' own attrs
+    say where they came from, so a rerun still converts nothing."""
+    import pandas as pd
+
+    out = tmp_path / "store"
+    convert_files([edf_path], out, verbose=False)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    manifest.drop(columns=["source_file", "source_hash"]).to_parquet(out / "manifest.parquet")
+    again = convert_files([edf_path], out, verbose=False)
+    assert again.ids == ["test_generator"] and again.unchanged == [str(edf_path)]
