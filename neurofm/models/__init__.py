@@ -1,0 +1,31 @@
+"""Architectures (no losses, no optimizers): Brain-JEPA, gradients, encoder export.
+
+Submodules are imported on first use, so ``import neurofm.models`` stays light (no torch
+model code, no Lightning).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["BrainJEPA", "compute_gradients", "export_encoder", "group_fc", "load_encoder"]
+
+_WHERE = {
+    "BrainJEPA": "brainjepa",
+    "compute_gradients": "gradients",
+    "group_fc": "gradients",
+    "export_encoder": "export",
+    "load_encoder": "export",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,186 @@
+"""Export a pretrained encoder to a plain torch file, and load it back without Lightning."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .._version import __version__
+from ..errors import FormatError, NeurofmError
+
+__all__ = ["ENCODER_FORMAT", "export_encoder", "load_encoder", "load_state_dict_strict"]
+
+ENCODER_FORMAT = "neurofm.encoder"
+_VERSION = 1
+# where a Lightning checkpoint keeps the modules (LightningModule attribute names)
+_MODEL_PREFIX = "model."
+_TARGET_PREFIXES = ("objective.target_encoder.", "target_encoder.")
+
+
+def load_state_dict_strict(module, state_dict, *, source="state dict"):
+    """Load ``state_dict`` into ``module``; any missing, unexpected or mis-shaped key raises.
+
+    Raises
+    ------
+    FormatError
+        Listing every missing key, unexpected key and shape mismatch.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: expected {tuple(own[k].shape)}, found {tuple(state_dict[k].shape)}"
+                    for k in set(own) & set(state_dict)
+                    if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        if shapes:
+            parts.append(f"shape mismatches {shapes}")
+        raise FormatError(f"{source} does not match {type(module).__name__}: "
+                          + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def _strip(state_dict, prefix):
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _model_config(ckpt, source):
+    meta = ckpt.get("neurofm")
+    if isinstance(meta, dict) and isinstance(meta.get("model_config"), dict):
+        return dict(meta["model_config"])
+    hp = ckpt.get("hyper_parameters")
+    if isinstance(hp, dict):
+        for key in ("model_config", "model"):
+            if isinstance(hp.get(key), dict) and "n_rois" in hp[key]:
+                cfg = dict(hp[key])
+                cfg.pop("class_path", None)
+                return dict(cfg.get("init_args", cfg))
+    raise FormatError(f"{source}: no model config (expected ckpt['neurofm']['model_config'] "
+                      "or ckpt['hyper_parameters']['model_config'])")
+
+
+def _from_checkpoint(ckpt, source, which):
+    from .brainjepa import BrainJEPA
+
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise FormatError(f"{source}: not a Lightning checkpoint (no 'state_dict')")
+    config = _model_config(ckpt, source)
+    sd = ckpt["state_dict"]
+    model_sd = _strip(sd, _MODEL_PREFIX)
+    if not model_sd:
+        raise FormatError(f"{source}: no '{_MODEL_PREFIX}*' keys in the state dict")
+    model = BrainJEPA(**config)
+    load_state_dict_strict(model, model_sd, source=f"{source} (model)")
+    encoder_sd = _strip(model_sd, "encoder.")
+    if which == "target":
+        for prefix in _TARGET_PREFIXES:
+            target = _strip(sd, prefix)
+            if target:
+                encoder_sd = target
+                break
+        else:
+            raise FormatError(f"{source}: no target-encoder weights (keys starting with "
+                              f"{list(_TARGET_PREFIXES)}); use which='context'")
+    load_state_dict_strict(model.encoder, encoder_sd, source=f"{source} ({which} encoder)")
+    extra = {k: v for k, v in (ckpt.get("neurofm") or {}).items() if k != "model_config"}
+    return model, extra
+
+
+def export_encoder(ckpt_or_model, path, *, which="target"):
+    """Write an encoder to a plain torch file that :func:`load_encoder` reads.
+
+    Parameters
+    ----------
+    ckpt_or_model : BrainJEPA | dict | str | os.PathLike
+        A model (its context encoder ``model.encoder`` is exported), or a Lightning
+        checkpoint (path or loaded dict) whose ``state_dict`` holds the model under
+        ``model.`` and whose ``neurofm["model_config"]`` (or
+        ``hyper_parameters["model_config"]``) holds :attr:`BrainJEPA.config`.
+    path : str | os.PathLike
+        Output file (``.pt``).
+    which : {"target", "context"}
+        For checkpoints: the EMA target encoder (``objective.target_encoder.*``; what the
+        reference uses downstream) or the context encoder.
+
+    Returns
+    -------
+    path : str
+
+    Notes
+    -----
+    The file holds ``format``, ``version``, ``neurofm_version``, ``config`` (the model
+    config), ``state_dict`` (the encoder's, gradients included), ``which`` and ``extra``
+    (the checkpoint's other ``neurofm`` metadata: normalization, split, seed...).
+    """
+    from .brainjepa import BrainJEPA
+
+    if which not in ("target", "context"):
+        raise NeurofmError(f"which must be 'target' or 'context'; got {which!r}")
+    if isinstance(ckpt_or_model, BrainJEPA):
+        model, extra, which = ckpt_or_model, {}, "context"
+    else:
+        source = "checkpoint"
+        ckpt = ckpt_or_model
+        if isinstance(ckpt, (str, os.PathLike)):
+            source = os.fspath(ckpt)
+            if not os.path.isfile(source):
+                raise FormatError(f"{source}: checkpoint not found")
+            ckpt = torch.load(source, map_location="cpu", weights_only=False)
+        model, extra = _from_checkpoint(ckpt, source, which)
+    payload = {
+        "format": ENCODER_FORMAT, "version": _VERSION, "neurofm_version": __version__,
+        "config": dict(model.config), "which": which,
+        "state_dict": {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
+        "extra": extra,
+    }
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def load_encoder(path, *, map_location="cpu"):
+    """Load an encoder written by :func:`export_encoder`.
+
+    Returns
+    -------
+    encoder : BrainJEPAEncoder
+        In eval mode, with ``encoder.config`` (the model config) and ``encoder.extra``
+        (checkpoint metadata). ``encoder(x)`` maps (B, R, T) to (B, R * (T // p), D).
+
+    Raises
+    ------
+    FormatError
+        Not an encoder file, or keys / shapes that do not match the config (all listed).
+    """
+    from .brainjepa import BrainJEPA
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FormatError(f"{path}: encoder file not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # any unpickling failure means a bad file
+        raise FormatError(f"{path}: not a readable torch file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
+        raise FormatError(f"{path}: not a neurofm encoder file (format "
+                          f"{payload.get('format') if isinstance(payload, dict) else None!r}, "
+                          f"expected {ENCODER_FORMAT!r})")
+    if payload.get("version", 0) > _VERSION:
+        raise FormatError(f"{path}: encoder file version {payload['version']} is newer than "
+                          f"this neurofm reads ({_VERSION}); upgrade neurofm")
+    config = payload["config"]
+    try:
+        encoder = BrainJEPA(**{**config, "predictor_depth": 0}).encoder
+    except TypeError as exc:
+        raise FormatError(f"{path}: bad model config {config!r} ({exc})") from exc
+    load_state_dict_strict(encoder, payload["state_dict"], source=path)
+    encoder.config = dict(config)
+    encoder.extra = payload.get("extra", {})
+    return encoder.eval()
