@@ -256,8 +256,17 @@ class Staged:
         return self.path if name == self.name else self.location(name)
 
     def discard(self):
-        """Delete the staged folder (after a failure)."""
-        self.drop(self.tmp)
+        """Delete the staged folder (after a failure).
+
+        When a block fails, dask may still be finishing other blocks of the same write: the
+        folder is removed again until nothing reappears.
+        """
+        for _ in range(40):
+            self.drop(self.tmp)
+            time.sleep(0.05)
+            if not self.exists(self.tmp.rsplit("/", 1)[-1] if self.remote else
+                               os.path.basename(self.tmp)):
+                return
 
 
 # --------------------------------------------------------------------------------------------
