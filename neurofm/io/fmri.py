@@ -666,13 +666,7 @@ def _labels_on_bold_grid(spec, img, mask_img, where):
             f"{' inside mask_img' if mask_img is not None else ''} after resampling it to the "
             f"BOLD grid {shape}; check that both images are in the same space"
         )
-    if present.size < 2:
-        raise DataError(
-            f"{where}: after resampling atlas {spec['name']!r} to the BOLD grid {shape}, "
-            f"parcel {int(present[0])} fills every voxel: nilearn needs background (0) and at "
-            "least one parcel; use a finer atlas or pass mask_img"
-        )
-    spec["img"] = resampled
+    spec["img"] = resampled  # already on the grid: nilearn does not resample it again
     return _drop_regions(spec, [i for i, v in enumerate(spec["values"])
                                 if int(v) not in set(present.tolist())])
 

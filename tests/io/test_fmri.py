@@ -9,9 +9,12 @@ parcels, since no parcellation NIfTI ships offline) and small confound tables.
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
 import shutil
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -160,11 +163,14 @@ def test_power_spheres_equal_nilearn_and_empty_spheres_are_reported(functional):
     NiftiSpheresMasker(coords[kept], radius=5.0, standardize=None).fit_transform(img)
 
 
-@pytest.mark.parametrize("name, n_total, extra", [("dosenbach_2010", 160, "network"),
-                                                   ("seitzman_2018", 300, "region")])
-def test_other_offline_coordinate_atlases(functional, name, n_total, extra):
-    ds = read_fmri(functional, atlas=name, standardize=None)
-    assert 0 < ds.sizes["channel"] < n_total
+@pytest.mark.parametrize("name, n_total, n_empty, extra",
+                         [("dosenbach_2010", 160, 144, "network"),
+                          ("seitzman_2018", 300, 262, "region")])
+def test_other_offline_coordinate_atlases(functional, name, n_total, n_empty, extra):
+    with pytest.warns(NeurofmWarning, match=rf"{n_empty} of {n_total} sphere\(s\) of atlas "
+                                            f"'{name}' hold no voxel"):
+        ds = read_fmri(functional, atlas=name, standardize=None)
+    assert ds.sizes["channel"] == n_total - n_empty
     assert extra in ds.coords and ds[extra].dims == ("channel",)
     assert len(set(ds["channel"].values)) == ds.sizes["channel"]
     assert ds.attrs["atlas"] == name
@@ -187,8 +193,9 @@ def test_coordinate_table_file(functional, tmp_path):
 def test_read_dispatch_needs_an_atlas(functional):
     with pytest.raises(NeurofmError, match="atlas="):
         read(functional)
-    ds = read(functional, atlas="power_2011")
-    assert ds.attrs["modality"] == "fmri"
+    with pytest.warns(NeurofmWarning, match="243 of 264"):
+        ds = read(functional, atlas="power_2011")
+    assert ds.attrs["modality"] == "fmri" and ds.sizes["channel"] == 21
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,3 +420,183 @@ def test_roi_timeseries_from_array_with_names_and_positions():
         read_roi_timeseries(np.zeros(5), t_r=2.0)
     with pytest.raises(NeurofmError, match="t_r"):
         read_roi_timeseries(data, t_r=0)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 9: truncated files, empty tables, NaN, preconditions instead of nilearn's wording,
+# warnings and verbose
+# --------------------------------------------------------------------------------------------
+def test_truncated_nifti_names_the_file(functional, tmp_path):
+    raw = Path(functional).read_bytes()  # 352-byte header + 17*21*3*20 int16 (42840 bytes)
+    for frac in (0.1, 0.5, 0.95):
+        cut = tmp_path / f"cut{int(frac * 100)}_bold.nii"
+        n = 352 + int(frac * 42840)
+        cut.write_bytes(raw[:n])
+        with pytest.raises(FormatError, match=rf"cut{int(frac * 100)}_bold\.nii: truncated or "
+                                              r"corrupt NIfTI data: expected \(17, 21, 3, 20\) "
+                                              r"values of int16 \(OSError: Expected 42840 bytes, "
+                                              rf"got {n - 352} bytes"):
+            read_fmri(cut, atlas="power_2011")
+    packed = gzip.compress(raw)
+    cut = tmp_path / "cut_bold.nii.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(FormatError, match=r"cut_bold\.nii\.gz: truncated or corrupt NIfTI data"
+                                          r".*\(EOFError: Compressed file ended"):
+        read_fmri(cut, atlas="power_2011")
+    # a nibabel image handed over by the user, still backed by the truncated file
+    with pytest.raises(FormatError, match=r"cut_bold\.nii\.gz: truncated or corrupt"):
+        read_fmri(nib.load(cut), atlas="power_2011")
+
+
+def test_roi_tables_without_rows_or_columns(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv: empty ROI time series table: the file "
+                                        "holds no rows"):
+        read_roi_timeseries(tmp_path / "empty.csv", t_r=2.0)
+    (tmp_path / "blank.tsv").write_text("\n  \n")
+    with pytest.raises(DataError, match=r"blank\.tsv: empty ROI time series table"):
+        read_roi_timeseries(tmp_path / "blank.tsv", t_r=2.0)
+    (tmp_path / "header.csv").write_text("V1,V2,MT\n")
+    with pytest.raises(DataError, match=r"header\.csv: empty recording: the signal "
+                                        r"\(n_volumes, n_rois\) has shape \(0, 3\)"):
+        read_roi_timeseries(tmp_path / "header.csv", t_r=2.0)
+    with pytest.raises(DataError, match=r"array: empty recording.*shape \(0, 50\)"):
+        read_roi_timeseries(np.zeros((0, 50)), t_r=2.0)
+    with pytest.raises(DataError, match=r"array: empty recording.*shape \(50, 0\)"):
+        read_roi_timeseries(np.zeros((50, 0)), t_r=2.0)
+    with pytest.raises(DataError, match=r"DataFrame: empty recording.*shape \(0, 2\)"):
+        read_roi_timeseries(pd.DataFrame({"a": [], "b": []}), t_r=2.0)
+
+
+def test_roi_table_nonfinite_values(tmp_path):
+    path = tmp_path / "rois.csv"
+    path.write_text("a,b,c\n1,2,3\n4,,6\n7,nan,9\n10,11,inf\n")  # generated
+    with pytest.raises(DataError, match=r"rois\.csv: 3 non-finite \(NaN/Inf\) sample\(s\) in 2 "
+                                        r"channel\(s\): b \(2\), c \(1\)"):
+        read_roi_timeseries(path, t_r=2.0)
+    with pytest.warns(NeurofmWarning, match=r"rois\.csv: 3 non-finite.*marked bad"):
+        ds = read_roi_timeseries(path, t_r=2.0, on_nonfinite="warn")
+    np.testing.assert_array_equal(ds["bad"].values, [False, True, True])
+    np.testing.assert_array_equal(ds["signal"].values[0], [1, 4, 7, 10])
+    np.testing.assert_array_equal(np.isnan(ds["signal"].values[1]), [False, True, True, False])
+    assert ds["signal"].values[2, 3] == np.inf
+    with pytest.raises(NeurofmError, match="on_nonfinite"):
+        read_roi_timeseries(path, t_r=2.0, on_nonfinite="drop")
+
+
+def _volumes(img, n):
+    """The first n volumes of ``img`` repeated in time (generated from the real BOLD)."""
+    data = np.asarray(img.dataobj)
+    reps = int(np.ceil(n / data.shape[3]))
+    return nib.Nifti1Image(np.concatenate([data] * reps, axis=3)[..., :n], img.affine,
+                           img.header)
+
+
+def _masker_must_not_run(monkeypatch):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the nilearn masker was called although a precondition fails")
+
+    monkeypatch.setattr(NiftiLabelsMasker, "fit_transform", refuse)
+
+
+@pytest.mark.parametrize("low_pass, high_pass, need", [(0.1, 0.01, 34), (None, 0.01, None),
+                                                       (0.1, None, None)])
+def test_filter_length_is_checked_before_nilearn(functional, monkeypatch, low_pass, high_pass,
+                                                 need):
+    """The volume count the reader demands is exactly the one below which nilearn fails."""
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)
+    kwargs = {"low_pass": low_pass, "high_pass": high_pass, "standardize": None}
+    with monkeypatch.context() as m:
+        _masker_must_not_run(m)
+        with pytest.raises(DataError, match=r"3 volumes are too few.*needs at least (\d+) "
+                                            "volumes") as info:
+            read_fmri(_volumes(img, 3), atlas=atlas, **kwargs)
+        found = int(str(info.value).split("needs at least ")[1].split()[0])
+        if need is not None:
+            assert found == need
+        with pytest.raises(DataError, match=rf"{found - 1} volumes are too few"):
+            read_fmri(_volumes(img, found - 1), atlas=atlas, **kwargs)
+    nilearn_kwargs = {**kwargs, "t_r": 2.0}
+    with pytest.raises(ValueError, match="padlen"):
+        NiftiLabelsMasker(atlas, **nilearn_kwargs).fit_transform(_volumes(img, found - 1))
+    ok = _volumes(img, found)
+    ds = read_fmri(ok, atlas=atlas, **kwargs)
+    expected = NiftiLabelsMasker(atlas, **nilearn_kwargs).fit_transform(ok)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-4, atol=1e-3)
+    with pytest.raises(NeurofmError, match=r"high_pass=0.2 Hz must be below low_pass=0.1 Hz"):
+        read_fmri(functional, atlas=atlas, low_pass=0.1, high_pass=0.2)
+
+
+def test_labels_atlas_overlap_is_checked_before_nilearn(functional, monkeypatch):
+    from nilearn.maskers import NiftiLabelsMasker
+
+    img = nib.load(functional)
+    lab = np.asarray(_labels_atlas(img).dataobj)
+    mask = nib.Nifti1Image((lab == 0).astype(np.uint8), img.affine)  # outside every parcel
+    with pytest.raises(ValueError, match="No label left"):  # what nilearn would say
+        NiftiLabelsMasker(_labels_atlas(img), mask_img=mask).fit_transform(img)
+    with monkeypatch.context() as m:
+        _masker_must_not_run(m)
+        with pytest.raises(DataError, match=r"functional\.nii: no parcel of atlas 'labels "
+                                            r"image' lies in the BOLD field of view inside "
+                                            "mask_img"):
+            read_fmri(functional, atlas=_labels_atlas(img), mask_img=mask)
+        shifted = _labels_atlas(img).affine.copy()
+        shifted[:3, 3] += 1000.0
+        with pytest.raises(DataError, match="does not overlap the BOLD field of view"):
+            read_fmri(functional, atlas=nib.Nifti1Image(lab, shifted))
+    # one parcel covering the whole grid at twice the resolution: once resampled it has no
+    # background, which nilearn refuses ("No label left") when it resamples itself; the
+    # reader hands nilearn the resampled atlas and gets the mean of every voxel
+    affine = img.affine.copy()
+    affine[:3, :3] /= 2
+    full = nib.Nifti1Image(np.full([2 * n for n in img.shape[:3]], 5, np.int16), affine)
+    with pytest.raises(ValueError, match="No label left"), \
+            pytest.warns(UserWarning, match="single label covering the whole image"):
+        NiftiLabelsMasker(full).fit_transform(img)
+    with pytest.warns(UserWarning, match="single label covering the whole image"):  # nilearn's
+        ds = read_fmri(functional, atlas=full, standardize=None)
+    voxels = np.asarray(img.dataobj, dtype=np.float64).reshape(-1, img.shape[3])
+    assert list(ds["channel"].values) == ["5"]
+    np.testing.assert_allclose(ds["signal"].values[0], voxels.mean(0), rtol=1e-6)
+
+
+def test_fmri_reader_does_not_parse_nilearn_messages():
+    import inspect
+
+    from neurofm.io import fmri
+
+    source = inspect.getsource(fmri)
+    for wording in ("padlen, which is", "No label left", "These spheres are empty",
+                    "labels were removed"):
+        assert wording not in source
+
+
+def test_fmri_verbose_levels(functional, caplog):
+    with caplog.at_level(logging.DEBUG):  # the capture handler; neurofm keeps its own level
+        with pytest.warns(NeurofmWarning, match="243 of 264"):
+            read_fmri(functional, atlas="power_2011")
+        assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+        with pytest.warns(NeurofmWarning):
+            read_fmri(functional, atlas="power_2011", verbose=True)
+        info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any(m.endswith("functional.nii: 21 ROIs x 20 volumes (TR 2 s, power_2011)")
+                   for m in info)
+        assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
+        caplog.clear()
+        with pytest.warns(NeurofmWarning):
+            read_fmri(functional, atlas="power_2011", verbose="debug")
+        debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        assert any("NiftiSpheresMasker with 264 region(s) of power_2011" in m for m in debug)
+        caplog.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NeurofmWarning)
+            ds = read_fmri(functional, atlas="power_2011", verbose="error")
+        assert ds.sizes["channel"] == 21 and not caplog.records
+        ds = read_roi_timeseries(np.ones((4, 2)), t_r=2.0, verbose="info")
+        assert "read array: 2 ROIs x 4 volumes (TR 2 s)" in caplog.text
