@@ -297,3 +297,19 @@ def written_fif(tmp_path, spkit_eeg):
     path = tmp_path / "spkit_raw.fif"
     to_mne(spkit_eeg).save(path, verbose="error")
     return path
+
+
+def test_truncated_fif_does_not_abort_a_convert_batch(tmp_path, spkit_eeg):
+    from neurofm.store.convert import convert_files
+
+    full = tmp_path / "full_raw.fif"
+    to_mne(spkit_eeg).save(full, verbose="error")
+    cut = tmp_path / "cut_raw.fif"  # cut in the data: MNE opens it, the samples fail
+    cut.write_bytes(full.read_bytes()[:int(full.stat().st_size * 0.6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NeurofmWarning)
+        store = convert_files([cut, full], tmp_path / "store")
+    assert [f["path"] for f in store.failures] == [str(cut)]
+    assert "truncated or corrupt" in store.failures[0]["error"]
+    assert len(store) == 1  # the intact file went in
+    np.testing.assert_allclose(store.manifest["n_times"].tolist(), [spkit_eeg.sizes["time"]])
