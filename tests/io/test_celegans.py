@@ -9,13 +9,15 @@ transcribed in ``homogenize`` below.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neurofm.errors import DataError, FormatError, NeurofmError
+from neurofm.errors import DataError, FormatError, NeurofmError, NeurofmWarning
 from neurofm.io import read, read_all
 from neurofm.io.celegans import (
     NEURON_LABELS,
@@ -224,3 +226,69 @@ def test_bad_parquet_files(tmp_path, dataset):
     irregular.to_parquet(tmp_path / "irregular.parquet")
     with pytest.raises(DataError, match="expected a regular grid"):
         read_celegans(tmp_path / "irregular.parquet", signal="original_calcium_data")
+
+
+# --------------------------------------------------------------------------------------------
+# issue 9: malformed slots, NaN in recorded neurons, warnings and verbose
+# --------------------------------------------------------------------------------------------
+def read_celegans_frame(df, path):
+    df.to_parquet(path)
+    return read_celegans(path)
+
+
+def test_non_integer_slot_names_the_file_and_worm(tmp_path, dataset):
+    _, df = dataset
+    bad = df.astype({"slot": str})  # slots stored as text: "12" still reads, "x" cannot
+    assert read_celegans_frame(bad, tmp_path / "text.parquet")[0].attrs["worm"] == "worm0"
+    bad.loc[0, "slot"] = "x"  # row 0: Kato2015/worm0, AVAL
+    bad.to_parquet(tmp_path / "slot.parquet")
+    with pytest.raises(FormatError, match=r"slot\.parquet \[Kato2015/worm0\]: neuron AVAL has "
+                                          r"slot='x'; expected an integer index"):
+        read_celegans(tmp_path / "slot.parquet")
+
+
+def test_nan_in_a_recorded_neuron(tmp_path, dataset):
+    _, df = dataset
+    nan = df.copy()
+    trace = nan.at[1, "calcium_data"].copy()  # Kato2015/worm0, AVAR
+    trace[[3, 4]] = np.nan
+    nan.at[1, "calcium_data"] = trace
+    nan.to_parquet(tmp_path / "nan.parquet")
+    with pytest.raises(DataError, match=r"nan\.parquet \[Kato2015/worm0\]: 2 non-finite "
+                                        r"\(NaN/Inf\) sample\(s\) in 1 channel\(s\): AVAR \(2\)"):
+        read_celegans(tmp_path / "nan.parquet", worms="Kato2015/worm0")
+    with pytest.warns(NeurofmWarning, match=r"\[Kato2015/worm0\]: 2 non-finite.*AVAR"):
+        ds = read_celegans(tmp_path / "nan.parquet", worms="Kato2015/worm0",
+                           on_nonfinite="warn")[0]
+    assert [str(c) for c in ds["channel"].values[ds["bad"].values]] == ["AVAR"]
+    np.testing.assert_array_equal(ds["signal"].sel(channel="AVAR").values, trace)
+    # neurons that were not recorded are NaN by design and never count
+    assert int(ds["recorded"].sum()) == 5 and np.isnan(ds["signal"].sel(channel="ADAL")).all()
+    clean = read_celegans(tmp_path / "nan.parquet", worms="Kato2015/worm1")[0]
+    assert not clean["bad"].values.any()
+
+
+def test_celegans_slot_warning_and_verbose(tmp_path, dataset, caplog):
+    path, df = dataset
+    moved = df.copy()
+    moved.loc[0, "slot"] = np.int32(7)  # AVAL placed in another neuron's slot
+    moved.to_parquet(tmp_path / "moved.parquet")
+    with pytest.warns(NeurofmWarning, match=r"\[Kato2015/worm0\]: 1 labelled neuron\(s\) sit in "
+                                            r"a slot other than their label's index; placed by "
+                                            r"name: AVAL@7"):
+        ds = read_celegans(tmp_path / "moved.parquet", worms="Kato2015/worm0")[0]
+    assert bool(ds["recorded"].sel(channel="AVAL"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeurofmWarning)
+        read_celegans(tmp_path / "moved.parquet", worms="Kato2015/worm0", verbose="error")
+    with caplog.at_level(logging.DEBUG):  # the capture handler; neurofm keeps its own level
+        read_celegans(path)
+        assert not caplog.records
+        read_celegans(path, verbose="info")
+        assert [r.getMessage() for r in caplog.records] == \
+            [f"read {path}: 3 worm(s), signal calcium_data"]
+        caplog.clear()
+        read_celegans(path, worms="Kato2015/worm1", verbose="debug")
+        debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+        assert any(m.endswith("[Kato2015/worm1]: 3 recorded neuron(s), 2 unlabelled ROI(s) "
+                              "left out, dt 0.333 s") for m in debug)
