@@ -6,13 +6,17 @@ random 2-second windows are read:
 
 - MNE: ``raw.get_data(start=s, stop=s + n)`` on a non-preloaded raw (what braindecode does);
 - neurofm: ``Store.read_window(id, s, s + n)``;
-- zarr: the same slice through zarr-python on the store's array (a floor for any zarr reader).
+- zarr: the same slice through zarr-python on the store's array (a floor for any zarr reader);
+- numpy memmap: the same float32 samples as one contiguous (channel, time) ``.npy`` opened
+  with ``np.load(mmap_mode="r")`` and sliced into a fresh array (the floor for any reader of
+  uncompressed samples on this disk).
 
 Usage::
 
     python benchmarks/bench_windows.py [--hours 1] [--sfreq 256] [--n-windows 2000]
 
-Prints windows/s for each and the ratios (goal: neurofm >= 10x MNE).
+Prints windows/s for each and the ratios (goal: neurofm >= 10x MNE; close to the memmap
+floor).
 """
 
 from __future__ import annotations
@@ -86,7 +90,12 @@ def main(argv=None):
         starts = np.random.default_rng(1).integers(0, n_times - length, args.n_windows)
 
         raw = mne.io.read_raw_edf(edf, preload=False, verbose="error")
-        arr = zarr.open_group(str(work / "store" / f"{rid}.zarr"), mode="r")["signal"]
+        row = store.manifest.iloc[0]
+        arr = zarr.open_group(str(work / "store" / row["path"]), mode="r")["signal"]
+        flat = work / "flat.npy"
+        np.save(flat, np.asarray(arr[:, :], dtype=np.float32))
+        mm = np.load(flat, mmap_mode="r")
+        assert store._uses_fast_path(rid), "the default layout must take the memory-mapped path"
         # identical values (EDF is 16-bit; both paths see the same decoded samples)
         s0 = int(starts[0])
         np.testing.assert_allclose(store.read_window(rid, s0, s0 + length),
@@ -96,6 +105,10 @@ def main(argv=None):
         mne_ws = _time_windows(lambda a, b: raw.get_data(start=a, stop=b), starts, length)
         nf_ws = _time_windows(lambda a, b: store.read_window(rid, a, b), starts, length)
         zarr_ws = _time_windows(lambda a, b: arr[:, a:b], starts, length)
+        mm_ws = _time_windows(lambda a, b: np.array(mm[:, a:b]), starts, length)
+        np.testing.assert_array_equal(store.read_window(rid, s0, s0 + length),
+                                      mm[:, s0:s0 + length])
+        mm._mmap.close()  # before the temporary folder goes (Windows)
 
     print(f"recording: {args.channels} channels x {args.hours:g} h at {args.sfreq:g} Hz "
           f"({n_times} samples); windows {args.window_s:g} s ({length} samples); "
@@ -104,9 +117,11 @@ def main(argv=None):
           f"compressor={args.compressor}")
     print(f"MNE lazy raw.get_data : {mne_ws:12,.0f} windows/s")
     print(f"zarr array slicing    : {zarr_ws:12,.0f} windows/s")
+    print(f"numpy memmap (floor)  : {mm_ws:12,.0f} windows/s")
     print(f"neurofm read_window   : {nf_ws:12,.0f} windows/s")
     print(f"ratio neurofm / MNE   : {nf_ws / mne_ws:8.1f}x   (goal >= 10x)")
     print(f"ratio neurofm / zarr  : {nf_ws / zarr_ws:8.1f}x   (goal: within 2x of zarr, >= 0.5x)")
+    print(f"ratio neurofm / memmap: {nf_ws / mm_ws:8.2f}x   (1.0 = the floor of a plain memmap)")
     return 0
 
 
