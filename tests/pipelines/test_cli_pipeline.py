@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from pipeline_helpers import example_config, write_config
 
 from neurofm.cli import main
@@ -34,3 +35,12 @@ def test_cli_preprocess_bad_config(tmp_path, capsys):
     assert main(["preprocess", str(cfg), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("neurofm: error:") and "modality" in err
+
+
+def test_cli_preprocess_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["preprocess", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "Run the Snakemake preprocessing workflow that ships with neurofm" in text
+    assert "failures.tsv" in text and "resumes by running the same command" in text
