@@ -13,6 +13,7 @@ the version folder: a replaced recording can never be read half old, half new.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections import OrderedDict
 
@@ -110,8 +111,10 @@ class ChunkMaps:
                               "checksum): the file is truncated or damaged")
         # a chunk file stores the full chunk shape, also for the last (partial) chunk; the
         # checksum trailer after the samples is not mapped
-        block = np.memmap(fname, dtype="<f4", mode="r", shape=(layout["n_ch"],
-                                                                layout["chunk"]))
+        with open(fname, "rb") as fid:  # a plain ndarray view: cheaper to slice than memmap
+            buf = mmap.mmap(fid.fileno(), layout["nbytes"] - layout["trailer"],
+                            access=mmap.ACCESS_READ)
+        block = np.frombuffer(buf, dtype="<f4").reshape(layout["n_ch"], layout["chunk"])
         n = min(layout["chunk"], layout["n_times"] - c * layout["chunk"])
         block = block[:, :n]
         self.maps[key] = block
