@@ -404,8 +404,7 @@ def failed_run_step(config, *, since, config_hash=""):
                 if error is not None:
                     errors.append({"recording": rec.id, "rule": rule, "error": error,
                                    "log": str(log)})
-        done = Path(layout["done"].format(**wc))
-        current = done.is_file() and read_done(done)["config_hash"] == chain_hash
+        current = _is_current(Path(layout["done"].format(**wc)), chain_hash)
         if current and not any(e["rule"] != f"{mod}_qc" for e in errors):
             ok.append(rec.id)
         elif not errors:
@@ -425,6 +424,14 @@ def failed_run_step(config, *, since, config_hash=""):
                  "see %s", len(failed), len(recs), ", ".join(failed) or "QC only",
                  layout["store"], len(ok), path)
     return table
+
+
+def _is_current(done, chain_hash):
+    """Whether a preprocess done-marker exists and was written with these parameters."""
+    try:
+        return done.is_file() and read_done(done)["config_hash"] == chain_hash
+    except NeurofmError:  # a marker cut short: its recording is not trusted
+        return False
 
 
 def _log_error(log):

@@ -88,3 +88,57 @@ def test_preprocess_step_zscore_dff_calcium(tmp_path):
     got = open_recording(written)["signal"].values
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got.mean(axis=1), 0.0, atol=1e-5)
+
+
+def test_failed_run_step_lists_current_recordings_and_explains_the_rest(sample_root,
+                                                                       spkit_eeg, tmp_path):
+    """Three recordings: one done with the current parameters, one whose read failed in this
+    run, one with only a marker of older parameters (and an error log of an earlier run)."""
+    import json
+    import os
+    import time
+
+    import pandas as pd
+
+    from neurofm.pipelines import load_config, output_layout, stage_parameters
+    from neurofm.pipelines.steps import failed_run_step
+    from neurofm.store import open_store
+
+    edfs = sorted(str(p) for p in sample_root.glob("sub-0[123]/eeg/*_eeg.*")
+                  if p.suffix in (".edf", ".bdf"))
+    cfg = load_config({"modality": "eeg", "inputs": edfs, "out_dir": str(tmp_path / "out"),
+                       "store": {"split": {"train": 1.0, "val": 0.0, "test": 0.0}}})
+    layout = output_layout(cfg)
+    current = stage_parameters(cfg)["chain_hash"]
+    wc = {s: {"subject": s, "session": "", "task": t, "run": ""}
+          for s, t in (("01", "_task-rest"), ("02", "_task-generator"),
+                       ("03", "_task-generator"))}
+    since = time.time() - 1.0
+    for sub, chash in (("01", current), ("03", "0123456789ab")):
+        rec_id = f"sub-{sub}{wc[sub]['task']}"
+        written = write_zarr(spkit_eeg.assign_attrs(subject=sub),
+                             layout["recording"].format(**wc[sub]))
+        done = Path(layout["done"].format(**wc[sub]))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"id": rec_id, "path": str(written), "config_hash": chash}))
+    logs = {"02": ("eeg_read", time.time(), "FormatError: x.edf: truncated"),
+            "03": ("eeg_preprocess", since - 100, "DataError: from an earlier run")}
+    for sub, (rule, mtime, error) in logs.items():
+        log = Path(layout["log"].format(rule=rule, **wc[sub]))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"2026-01-01 INFO [neurofm] start\n2026-01-01 ERROR [neurofm] ERROR "
+                       f"{rule} sub-{sub}{wc[sub]['task']}: {error}\nTraceback ...\n")
+        os.utime(log, (mtime, mtime))
+    table = failed_run_step(cfg, since=since, config_hash="feedfeedfeed")
+    store = open_store(layout["store"])
+    assert list(store.ids) == ["sub-01_task-rest"] and list(store.manifest["split"]) == ["train"]
+    on_disk = pd.read_csv(layout["failures"], sep="\t", keep_default_na=False)
+    assert on_disk.to_dict("list") == table.to_dict("list") == {
+        "recording": ["sub-02_task-generator", "sub-03_task-generator"],
+        "rule": ["eeg_read", ""],
+        "error": ["FormatError: x.edf: truncated",
+                  "not completed (no job of it failed: see the Snakemake output)"],
+        "log": [layout["log"].format(rule="eeg_read", **wc["02"]), ""]}
+    provenance = json.loads((Path(layout["store"]) / "pipeline.json").read_text())
+    assert provenance["failed"] == ["sub-02_task-generator", "sub-03_task-generator"]
+    assert provenance["config_hash"] == "feedfeedfeed"
