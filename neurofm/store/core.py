@@ -391,12 +391,32 @@ class Store:
                                     f" ids: {shown or '(none)'}")
         return row
 
-    def _sync_if_changed(self):
-        """Reload the manifest when another writer replaced it (local stores: one stat)."""
-        if self._remote or stamp(self._manifest_file) == self._stamp:
+    def _sync_if_changed(self, *, force=False):
+        """Reload the manifest when another writer replaced it (local stores: one stat).
+
+        Remote stores are re-read only with ``force`` (after a read failed); the return value
+        says whether a recording's version changed.
+        """
+        if self._remote:
+            if not force:
+                return False
+            before = dict(self._rows)
+            self._load_manifest(missing_ok=False, strict=True)
+            return before != self._rows
+        if stamp(self._manifest_file) == self._stamp:
             return False
         self._load_manifest(missing_ok=False, strict=True)
         return True
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_readers", None)  # memory maps and zarr arrays stay in their process
+        state.pop("_maps", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_readers()
 
     def _forget(self, rec_id):
         reader = self._readers.pop(rec_id, None)
@@ -450,7 +470,13 @@ class Store:
                     return self._read(rec_id, start, stop, retry=False)
                 raise FormatError(f"{where}: signal chunk file {err.filename} is missing; "
                                   "the store is damaged (run `neurofm verify`)") from err
-        return self._read_zarr(reader, where, start, stop)
+        try:
+            return self._read_zarr(reader, where, start, stop)
+        except FormatError:
+            # a remote reader learns of a replacement only when the old version is gone
+            if retry and self._sync_if_changed(force=True):
+                return self._read(rec_id, start, stop, retry=False)
+            raise
 
     def _window_chunks(self, reader, start, stop):
         arr = reader.arr

@@ -165,3 +165,23 @@ def test_lazy_nan_is_found_while_writing(tmp_path):
     ok = ok.assign_coords(recorded=("channel", [True, False, True, True])).chunk({"time": 500})
     write_recording(ok, tmp_path / "ok.zarr")
     assert np.isnan(open_recording(tmp_path / "ok.zarr")["signal"].values[1]).all()
+
+
+def test_remote_reader_follows_a_replacement(memory_url):
+    reader = write_store([_rec(n_t=3000, seed=1)], memory_url, chunk_seconds=5.0)
+    np.testing.assert_array_equal(reader.read_window("sub-01", 0, 3000),
+                                  _rec(n_t=3000, seed=1)["signal"].values)
+    open_store(memory_url).add(_rec(n_t=1000, seed=2), id="sub-01", overwrite=True)
+    # the old version is gone: the reader re-reads the manifest instead of failing
+    np.testing.assert_array_equal(reader.read_window("sub-01", 0, 1000),
+                                  _rec(n_t=1000, seed=2)["signal"].values)
+
+
+def test_store_pickles_without_its_maps(tmp_path):
+    import pickle
+
+    store = write_store([_rec(n_t=2000)], tmp_path / "s")
+    store.read_window("sub-01", 0, 100)
+    clone = pickle.loads(pickle.dumps(store))
+    np.testing.assert_array_equal(clone.read_window("sub-01", 5, 1500),
+                                  _rec(n_t=2000)["signal"].values[:, 5:1500])
