@@ -429,3 +429,15 @@ def test_to_mne_keeps_meas_date_and_first_samp(tmp_path, spkit_eeg):
     np.testing.assert_array_equal(mne.events_from_annotations(back, verbose="error")[0],
                                   mne.events_from_annotations(raw, verbose="error")[0])
     assert to_mne(spkit_eeg).info["meas_date"] is None  # no date recorded: none invented
+
+
+def test_pipeline_read_step_stores_mne_eager_values(tmp_path, bdf_path):
+    """The EEG pipeline reads lazily: its zarr holds MNE's eager values (sub-03's BDF)."""
+    from neurofm.pipelines.steps import read_step
+    from neurofm.store import open_recording
+
+    out = tmp_path / "sub-03.zarr"
+    read_step(str(bdf_path), str(out), modality="eeg", wildcards={"subject": "03"}, pick=None)
+    stored = open_recording(out)
+    expected = (mne.io.read_raw(bdf_path, preload=True, verbose="error").get_data() * 1e6)
+    np.testing.assert_array_equal(stored["signal"].values, expected.astype(np.float32))
