@@ -9,8 +9,14 @@ time per hour of recording and the scaling ratio t(1 core) / t(2 cores), and, fo
 the same chain written directly with MNE's Raw methods in one process (no Snakemake, no
 intermediate files, everything in memory).
 
+Then, for one recording, the store write of a lazily filtered chain on its own
+(``write_recording`` of notch + band-pass, dask blocks of 120 s): wall time and how many
+times the filter ran per block (1 = computed once while written; the validation used to
+compute the whole graph a second time).
+
     python benchmarks/bench_pipeline.py                 # 4 recordings x 5 min
     python benchmarks/bench_pipeline.py --minutes 1 --recordings 2
+    python benchmarks/bench_pipeline.py --write-only    # only the store-write figure
 """
 
 from __future__ import annotations
@@ -95,16 +101,58 @@ def run_mne(paths):
     return time.perf_counter() - t0
 
 
+def bench_write(path, work, block_seconds=120.0):
+    """Write one lazily filtered recording; return (seconds, filter runs, blocks)."""
+    import threading
+
+    import dask
+
+    from neurofm.io import read
+    from neurofm.preprocessing.filters import filter as band_filter
+    from neurofm.preprocessing.filters import notch
+    from neurofm.store import write_recording
+
+    ds = read(path)
+    block = int(block_seconds * ds.attrs["sfreq"])
+    ds = ds.chunk({"time": block, "channel": -1})
+    runs, lock = [], threading.Lock()
+
+    def count(x):
+        with lock:
+            runs.append(x.shape)
+        return x
+
+    lazy = notch(ds, [50.0, 100.0])
+    lazy = band_filter(lazy, 0.5, 40.0)
+    counted = lazy["signal"].data.map_blocks(count, dtype=lazy["signal"].dtype)
+    lazy = lazy.assign(signal=lazy["signal"].copy(data=counted))
+    n_blocks = lazy["signal"].data.npartitions
+    target = Path(work) / "write-bench.zarr"
+    shutil.rmtree(target, ignore_errors=True)
+    with dask.config.set(scheduler="threads", num_workers=1):
+        t0 = time.perf_counter()
+        write_recording(lazy, target)
+        elapsed = time.perf_counter() - t0
+    shutil.rmtree(target, ignore_errors=True)
+    return elapsed, len(runs), n_blocks
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recordings", type=int, default=4)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--workdir", default=None, help="keep the files here")
+    parser.add_argument("--write-only", action="store_true",
+                        help="only the store-write figure (one recording)")
     args = parser.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="neurofm-bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        paths = make_recordings(work, args.recordings, args.minutes)
+        paths = make_recordings(work, 1 if args.write_only else args.recordings,
+                                args.minutes)
+        if args.write_only:
+            _print_write(paths[0], work, args.minutes)
+            return
         hours = args.recordings * args.minutes / 60.0
         print(f"EEG chain, {args.recordings} generated recordings x {args.minutes:g} min, "
               f"64 channels, 1000 -> 250 Hz ({hours:.3f} recording-hours)")
@@ -118,9 +166,17 @@ def main(argv=None):
         print(f"  reference, MNE Raw methods in memory (1 process): {t_mne:7.1f} s wall, "
               f"{t_mne / hours:7.1f} s per recording-hour; pipeline(1 core) / MNE: "
               f"{times[1] / t_mne:.2f}x")
+        _print_write(paths[0], work, args.minutes)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _print_write(path, work, minutes):
+    elapsed, runs, blocks = bench_write(path, work)
+    print(f"  store write of one lazily filtered recording ({minutes:g} min, notch + "
+          f"band-pass, 1 thread): {elapsed:7.1f} s; filter ran {runs} times for {blocks} "
+          f"blocks ({runs / blocks:.2f} per block)")
 
 
 if __name__ == "__main__":

@@ -807,9 +807,12 @@ def index_store(path, *, ids=None, splits=None, storage_options=None):
                     remove_tree(store._location(other), storage_options)
                     crash_point("index-cleanup")
         for name in names:
-            if name.startswith(TMP_PREFIX) and tmp_is_dead(name, _mtime(store, name)):
-                remove_tree(store._location(name), storage_options) if not \
-                    name.endswith(MANIFEST_NAME) else _remove_file(store, name)
+            if not (name.startswith(TMP_PREFIX) and tmp_is_dead(name, _mtime(store, name))):
+                continue
+            if name.endswith(MANIFEST_NAME):
+                _remove_file(store, name)
+            else:
+                remove_tree(store._location(name), storage_options)
     store._reset_readers()
     return store
 

@@ -377,7 +377,7 @@ def stage_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None
 
 
 def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None,
-                    storage_options=None, validated=False):
+                    storage_options=None, validated=False, stage_only=False):
     """Write one recording as a zarr group, atomically, in the store layout.
 
     The group is written under a temporary name beside ``path`` and renamed into place, so
@@ -404,6 +404,9 @@ def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None
         fsspec options for URLs.
     validated : bool
         Skip the structural validation (the caller already ran it).
+    stage_only : bool
+        Write under the temporary name only and return the :class:`Staged` recording
+        (``.publish()`` makes it visible, ``.discard()`` deletes it).
 
     Returns
     -------
@@ -421,6 +424,8 @@ def write_recording(ds, path, *, chunk_seconds=None, compressor=None, attrs=None
     staged = stage_recording(ds, path, chunk_seconds=chunk_seconds, compressor=compressor,
                              attrs=attrs, storage_options=storage_options,
                              validated=validated)
+    if stage_only:
+        return staged
     try:
         location = staged.publish()
     except BaseException:

@@ -185,3 +185,21 @@ def test_store_pickles_without_its_maps(tmp_path):
     clone = pickle.loads(pickle.dumps(store))
     np.testing.assert_array_equal(clone.read_window("sub-01", 5, 1500),
                                   _rec(n_t=2000)["signal"].values[:, 5:1500])
+
+
+def test_index_store_removes_dead_writers_leftovers_only(tmp_path):
+    from neurofm.store import index_store
+    from neurofm.store._fsutil import host_tag
+
+    root = tmp_path / "s"
+    write_recording(_rec(), root / "A.zarr")
+    dead = root / f".tmp-0123456789abcdef-{2 ** 22 + 17}-{host_tag()}-C.zarr"
+    live = root / f".tmp-0123456789abcdef-{os.getpid()}-{host_tag()}-D.zarr"
+    foreign = root / ".tmp-0123456789abcdef-42-othermachine-E.zarr"  # recent: kept
+    for p in (dead, live, foreign):
+        p.mkdir()
+    (root / ".tmp-deadbeef-manifest.parquet").write_bytes(b"x")  # no live writer holds it
+    store = index_store(root)
+    assert store.ids == ["A"]
+    left = sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp-"))
+    assert left == sorted([live.name, foreign.name])
