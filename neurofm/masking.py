@@ -95,8 +95,8 @@ class SpatiotemporalMaskCollator:
         (separate draws).
     alpha_roi_scale, alpha_time_scale : (float, float)
         Reference ``pred_mask_R_scale`` (0.45, 0.6) and ``pred_mask_T_roi_scale``
-        (0.2, 0.6). The alpha window is shortened to ``w_o - 1`` when longer (never at
-        W = 10).
+        (0.2, 0.6). The alpha window is kept within [1, ``w_o - 1``] patches (always
+        the case at W = 10).
     edge_roi_scale, edge_time_scale : (float, float)
         Reference ``pred_mask_R_roi_scale`` (0.15, 0.3) and ``pred_mask_T_scale``
         (0.0, 0.4).
@@ -105,11 +105,12 @@ class SpatiotemporalMaskCollator:
         ``max(1, round(0.3 * W))`` (3 at W = 10, hard-coded in the reference).
     min_keep : int
         A sample whose context or target has fewer tokens is redrawn (up to ``max_tries``
-        times, then DataError). The reference's check compares the ROI count of a dense
+        times, then the batch sizes are redrawn, up to ``max_tries`` times, then
+        DataError). The reference's check compares the ROI count of a dense
         mask instead of the token count, so it never fires; at the default scales and
         W = 10 redraws do not happen.
     max_tries : int
-        Redraws per sample before giving up.
+        Redraws per sample, and of the batch sizes, before giving up.
     patch_size : int, optional
         When given, the batch's frame count must satisfy ``T // patch_size ==
         n_time_patches``.
@@ -255,7 +256,7 @@ class SpatiotemporalMaskCollator:
         w_obs = sizes["w_obs"]
         start = int(rng.integers(0, w - w_obs))  # exclusive high, as torch.randint
         alpha_rois = rng.permutation(r)[: sizes["h_alpha"]]
-        w_alpha = min(sizes["w_alpha"], w_obs - 1)
+        w_alpha = min(max(sizes["w_alpha"], 1), w_obs - 1)
         offset = int(rng.integers(0, w_obs - w_alpha))
         a0 = start + offset
         alpha = np.zeros((r, w), dtype=bool)
@@ -288,24 +289,31 @@ class SpatiotemporalMaskCollator:
         return {"h_obs": h_obs, "w_obs": w_obs, "h_alpha": h_alpha, "w_alpha": w_alpha}
 
     def masks(self, batch_size, rng):
-        """Draw the masks of one batch: lists of per-sample context and target blocks."""
-        sizes = self._batch_sizes(rng)
-        contexts, targets = [], []
-        for _ in range(batch_size):
-            for _try in range(self.max_tries):
-                ctx, blocks = self.sample_masks(rng, sizes)
-                n_tgt = sum(len(b) for b in blocks)
-                if len(ctx) >= self.min_keep and n_tgt >= self.min_keep:
+        """Draw the masks of one batch: lists of per-sample context and target blocks.
+
+        A sample whose context or target is smaller than ``min_keep`` is redrawn; when
+        ``max_tries`` redraws fail, the batch sizes are redrawn too (small grids only).
+        """
+        for _attempt in range(self.max_tries):
+            sizes = self._batch_sizes(rng)
+            contexts, targets = [], []
+            for _ in range(batch_size):
+                for _try in range(self.max_tries):
+                    ctx, blocks = self.sample_masks(rng, sizes)
+                    if len(ctx) >= self.min_keep \
+                            and sum(len(b) for b in blocks) >= self.min_keep:
+                        contexts.append(ctx)
+                        targets.append(blocks)
+                        break
+                else:
                     break
-            else:
-                raise DataError(
-                    f"mask collator: no sample with >= min_keep={self.min_keep} context and "
-                    f"target tokens in {self.max_tries} tries on a {self.n_rois} x "
-                    f"{self.n_time_patches} grid with sizes {sizes}; use a longer window "
-                    "(more time patches), larger scales or a smaller min_keep")
-            contexts.append(ctx)
-            targets.append(blocks)
-        return contexts, targets
+            if len(contexts) == batch_size:
+                return contexts, targets
+        raise DataError(
+            f"mask collator: no masks with >= min_keep={self.min_keep} context and target "
+            f"tokens in {self.max_tries} tries on a {self.n_rois} x {self.n_time_patches} "
+            "grid; use a longer window (more time patches), larger scales or a smaller "
+            "min_keep")
 
     # ---------------------------------------------------------------- collation
     def _check_signal(self, signal):
