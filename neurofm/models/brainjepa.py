@@ -107,7 +107,7 @@ class BrainJEPAEncoder(nn.Module):
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         self.pos = BrainPositions(embed_dim, n_rois, mode=pos_embed, gradients=gradients,
                                   n_gradients=n_gradients)
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+        rates = np.linspace(0.0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, True, rates[i])
                                      for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
@@ -188,7 +188,7 @@ class BrainJEPAPredictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
         self.pos = BrainPositions(predictor_embed_dim, n_rois, mode=pos_embed,
                                   gradients=gradients, n_gradients=n_gradients)
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+        rates = np.linspace(0.0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList([
             Block(predictor_embed_dim, num_heads, mlp_ratio, True, rates[i])
             for i in range(depth)])
