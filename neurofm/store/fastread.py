@@ -100,7 +100,10 @@ class ChunkMaps:
         key = (layout["base"], c)
         block = self.maps.get(key)
         if block is not None:
-            self.maps.move_to_end(key)
+            try:  # noqa: SIM105 - contextlib.suppress costs a microsecond per window
+                self.maps.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: the view stays valid
+                pass
             return block
         fname = self.chunk_file(layout, c)
         size = os.stat(fname).st_size
@@ -118,8 +121,11 @@ class ChunkMaps:
         n = min(layout["chunk"], layout["n_times"] - c * layout["chunk"])
         block = block[:, :n]
         self.maps[key] = block
-        if len(self.maps) > self.capacity:
-            self.maps.popitem(last=False)
+        while len(self.maps) > self.capacity:
+            try:
+                self.maps.popitem(last=False)
+            except KeyError:  # emptied by another thread
+                break
         return block
 
     def read(self, layout, start, stop, where):
