@@ -71,11 +71,12 @@ __all__ = [
 class _Reader:
     """What one process caches to read windows of one recording version."""
 
-    __slots__ = ("arr", "layout", "n_ch", "n_times", "path", "token")
+    __slots__ = ("arr", "layout", "n_ch", "n_times", "path", "token", "where")
 
-    def __init__(self, arr, layout, path, token):
+    def __init__(self, arr, layout, path, token, where):
         self.arr, self.layout, self.path, self.token = arr, layout, path, token
         self.n_ch, self.n_times = int(arr.shape[0]), int(arr.shape[1])
+        self.where = where  # "<store>: recording '<id>' (<folder>)", for error messages
 
 
 def _sample_index(name, value):
@@ -447,7 +448,7 @@ class Store:
         layout = None
         if not self._remote:
             layout = direct_layout(arr, os.path.join(self._root, path, "signal"))
-        reader = _Reader(arr, layout, path, token)
+        reader = _Reader(arr, layout, path, token, where)
         self._readers[rec_id] = reader
         return reader
 
@@ -461,7 +462,7 @@ class Store:
             raise WindowIndexError(f"read_window({rec_id!r}): need 0 <= start < stop <= "
                                    f"n_times ({reader.n_times}); got start={start}, "
                                    f"stop={stop}")
-        where = f"{self.path}: recording {rec_id!r} ({reader.path})"
+        where = reader.where
         if reader.layout is not None:
             try:
                 return self._maps.read(reader.layout, start, stop, where)
