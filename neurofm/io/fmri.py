@@ -742,12 +742,16 @@ def _empty_spheres(spec, img, masker):
     inside = np.all((nearest >= 0) & (nearest < np.array(shape)), axis=1)
     near_in_mask = np.zeros(len(seeds), dtype=bool)
     near_in_mask[inside] = mask[tuple(nearest[inside].T)]
+    empty = [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]]
     # nilearn also keeps the in-mask voxel whose world coordinates, truncated to integers,
-    # equal the seed's truncated coordinates
-    truncated = {tuple(v) for v in xyz.astype(int).tolist()}
-    seed_cell = [tuple(int(c) for c in seed) for seed in spec["seeds"]]
-    return [i for i in range(len(seeds)) if counts[i] == 0 and not near_in_mask[i]
-            and seed_cell[i] not in truncated]
+    # equal the seed's truncated coordinates: such a voxel lies within sqrt(3) mm of the seed,
+    # so only a radius below that can leave one outside the sphere
+    if empty and masker.radius < np.sqrt(3.0):
+        near = tree.query_ball_point(seeds[empty], r=np.sqrt(3.0) + 1e-9)
+        cell = np.trunc(seeds[empty])
+        empty = [i for i, c, idx in zip(empty, cell, near)
+                 if not (np.trunc(xyz[idx]) == c).all(axis=1).any()]
+    return empty
 
 
 def _drop_regions(spec, idx):

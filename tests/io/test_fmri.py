@@ -312,7 +312,7 @@ def test_header_tr_in_milliseconds_is_fixed():
     example = package_file("nibabel", "tests", "data", "example4d.nii.gz")
     assert nib.load(example).header.get_zooms()[3] == 2000.0  # the quirk: 2000 "sec"
     with pytest.warns(NeurofmWarning) as record:
-        ds = read_fmri(example, atlas="power_2011", standardize=None)
+        ds = read_fmri(example, atlas=_labels_atlas(nib.load(example)), standardize=None)
     assert ds.attrs["t_r"] == 2.0 and ds.attrs["sfreq"] == 0.5
     assert any("TR = 2000 s" in str(w.message) and "milliseconds (2 s)" in str(w.message)
                for w in record)
@@ -600,3 +600,26 @@ def test_fmri_verbose_levels(functional, caplog):
         assert ds.sizes["channel"] == 21 and not caplog.records
         ds = read_roi_timeseries(np.ones((4, 2)), t_r=2.0, verbose="info")
         assert "read array: 2 ROIs x 4 volumes (TR 2 s)" in caplog.text
+
+
+def test_empty_sphere_rule_is_nilearns():
+    """Seeds just outside a 1-mm grid: nilearn keeps the voxel whose truncated world
+    coordinates equal the seed's (x = -0.6 -> voxel 0) even though the nearest voxel (-1) is
+    outside; the reader drops exactly the spheres nilearn calls empty."""
+    from nilearn.maskers import NiftiSpheresMasker
+
+    rng = np.random.default_rng(0)  # generated 5x5x5 image, 30 volumes, 1 mm voxels
+    img = nib.Nifti1Image(rng.standard_normal((5, 5, 5, 30)).astype(np.float32), np.eye(4))
+    img.header.set_zooms((1.0, 1.0, 1.0, 2.0))
+    seeds = np.array([[-0.6, 2, 2], [-0.4, 2, 2], [2, 4.7, 2], [2, 2, -0.9], [-1.2, 2, 2],
+                      [4.55, 4.55, 4.55], [2, 2, 5.8]])
+    with pytest.raises(ValueError, match=r"These spheres are empty: \[4 6\]"):
+        NiftiSpheresMasker(seeds, radius=0.3, allow_overlap=True,
+                           standardize=None).fit_transform(img)
+    with pytest.warns(NeurofmWarning, match=r"2 of 7 sphere\(s\).*dropped: roi004, roi006"):
+        ds = read_fmri(img, atlas=seeds, radius=0.3, standardize=None)
+    kept = [0, 1, 2, 3, 5]
+    assert list(ds["channel"].values) == [f"roi{i:03d}" for i in kept]
+    expected = NiftiSpheresMasker(seeds[kept], radius=0.3, allow_overlap=True,
+                                  standardize=None).fit_transform(img)
+    np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-6)
