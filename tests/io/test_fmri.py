@@ -623,3 +623,26 @@ def test_empty_sphere_rule_is_nilearns():
     expected = NiftiSpheresMasker(seeds[kept], radius=0.3, allow_overlap=True,
                                   standardize=None).fit_transform(img)
     np.testing.assert_allclose(ds["signal"].values, expected.T, rtol=1e-6)
+
+
+def test_nonfinite_roi_series_follow_the_policy(functional, monkeypatch):
+    """nilearn zeroes NaN voxels itself, so a NaN series is simulated at the masker output."""
+    from nilearn.maskers import NiftiLabelsMasker
+
+    real = NiftiLabelsMasker.fit_transform
+
+    def with_nan(self, *args, **kwargs):
+        out = np.array(real(self, *args, **kwargs))
+        out[[2, 5], 1] = np.nan  # parcel "2", volumes 2 and 5
+        return out
+
+    monkeypatch.setattr(NiftiLabelsMasker, "fit_transform", with_nan)
+    atlas = _labels_atlas(nib.load(functional))
+    with pytest.raises(DataError, match=r"functional\.nii: 2 non-finite \(NaN/Inf\) sample\(s\) "
+                                        r"in 1 channel\(s\): 2 \(2\)"):
+        read_fmri(functional, atlas=atlas)
+    with pytest.warns(NeurofmWarning, match=r"functional\.nii: 2 non-finite.*marked bad"):
+        ds = read_fmri(functional, atlas=atlas, on_nonfinite="warn")
+    assert list(ds["channel"].values[ds["bad"].values]) == ["2"]
+    np.testing.assert_array_equal(np.flatnonzero(np.isnan(ds["signal"].sel(channel="2"))),
+                                  [2, 5])
