@@ -11,6 +11,8 @@ import importlib
 #: public name -> module (relative to this package)
 _LAZY = {
     "BrainDataModule": "datamodule",
+    "JEPAModule": "brainjepa",
+    "NeurofmModule": "base",
 }
 
 __all__ = sorted(_LAZY)

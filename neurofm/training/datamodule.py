@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .._logging import logger
 from ..data import NORMALIZATION_METHODS, NormalizationStats, WindowDataset, collate
 from ..errors import NeurofmError
+from ..store import Store
 
 __all__ = ["BrainDataModule"]
 
@@ -24,9 +26,16 @@ class _EpochSampler(DistributedSampler):
     not replace it, so the same sampler serves one process and DDP.
     """
 
+    def __init__(self, dataset, *, collate_fn=None, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.collate_fn = collate_fn
+
     def set_epoch(self, epoch):
         super().set_epoch(epoch)
         self.dataset.set_epoch(epoch)
+        # a collate_fn with per-epoch randomness (the JEPA mask collator) follows too
+        if hasattr(self.collate_fn, "set_epoch"):
+            self.collate_fn.set_epoch(epoch)
 
 
 class BrainDataModule(pl.LightningDataModule):
@@ -75,11 +84,16 @@ class BrainDataModule(pl.LightningDataModule):
         Seed of shuffling and random crops.
     """
 
-    def __init__(self, store, *, window_s=None, window_samples=None, stride_s=None,
-                 batch_size=32, num_workers=0, persistent_workers=False, pin_memory=False,
-                 normalization=None, normalization_per="channel", max_norm_windows=1000,
-                 collate="pad", channels=None, modalities=None, random_crop=False, events=None,
-                 tmin=0.0, tmax=None, seed=0):
+    def __init__(self, store: str | os.PathLike | Store, *, window_s: float | None = None,
+                 window_samples: int | None = None, stride_s: float | None = None,
+                 batch_size: int = 32, num_workers: int = 0, persistent_workers: bool = False,
+                 pin_memory: bool = False,
+                 normalization: str | NormalizationStats | None = None,
+                 normalization_per: str = "channel", max_norm_windows: int = 1000,
+                 collate: str | Callable = "pad", channels: str | list[str] | None = None,
+                 modalities: str | list[str] | None = None, random_crop: bool = False,
+                 events: dict[str, int] | None = None, tmin: float = 0.0,
+                 tmax: float | None = None, seed: int = 0):
         super().__init__()
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                  ("max_norm_windows", max_norm_windows, 1)):
@@ -158,8 +172,8 @@ class BrainDataModule(pl.LightningDataModule):
                                "loader")
         dataset = self.datasets[split]
         replicas, rank = self._replicas()
-        sampler = _EpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle,
-                                seed=self.seed, drop_last=False)
+        sampler = _EpochSampler(dataset, collate_fn=self.collate_fn, num_replicas=replicas,
+                                rank=rank, shuffle=shuffle, seed=self.seed, drop_last=False)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=self.collate_fn,
                           pin_memory=self.pin_memory and torch.cuda.is_available(),
