@@ -31,7 +31,6 @@ from ._common import (
     NONFINITE_POLICIES,
     check_nonfinite,
     check_not_empty,
-    read_delimited,
     read_table,
 )
 from .bids import parse_entities, sidecar_metadata
@@ -346,7 +345,7 @@ def _resolve_atlas(atlas, labels):
                 raise FormatError(f"{path}: not a readable NIfTI atlas ({err})") from err
             return _image_atlas(img, labels, name=path.name)
         if lower.endswith(_TABLE_SUFFIXES):
-            table = read_delimited(path, "coordinate table")
+            table = read_table(path, "coordinate table")
             return _table_coordinates(table, name=path.name, source=str(path))
         raise FormatError(f"{path}: unsupported atlas file; expected a NIfTI image "
                           f"({', '.join(_NIFTI_SUFFIXES)}) or a coordinate table "
@@ -530,7 +529,7 @@ def _load_confounds(confounds, strategy, bold_path, n_volumes):
         if not path.is_file():
             raise FormatError(f"{path}: confounds file not found (or pass 'fmriprep', a "
                               "DataFrame or an array)")
-        conf = read_delimited(path, "confounds table", na_values=["n/a"])
+        conf = read_table(path, "confounds table", na_values=["n/a"])
         source = str(path)
     elif isinstance(confounds, pd.DataFrame):
         conf = confounds.copy()

@@ -646,3 +646,15 @@ def test_nonfinite_roi_series_follow_the_policy(functional, monkeypatch):
     assert list(ds["channel"].values[ds["bad"].values]) == ["2"]
     np.testing.assert_array_equal(np.flatnonzero(np.isnan(ds["signal"].sel(channel="2"))),
                                   [2, 5])
+
+
+def test_empty_coordinate_and_confound_files(functional, tmp_path):
+    (tmp_path / "seeds.csv").write_text("")
+    with pytest.raises(DataError, match=r"seeds\.csv: empty coordinate table"):
+        read_fmri(functional, atlas=tmp_path / "seeds.csv")
+    (tmp_path / "conf.csv").write_text("")
+    with pytest.raises(DataError, match=r"conf\.csv: empty confounds table"):
+        read_fmri(functional, atlas="power_2011", confounds=tmp_path / "conf.csv")
+    (tmp_path / "odd.csv").write_text("x y z\n1 2\n")  # no delimiter the sniffer can find
+    with pytest.raises(NeurofmError, match=r"odd\.csv"):
+        read_fmri(functional, atlas=tmp_path / "odd.csv")
