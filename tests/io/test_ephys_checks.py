@@ -123,8 +123,10 @@ def test_edf_nonfinite_physical_range(tmp_path, pmax):
     for preload in (True, False):  # the header check needs no samples
         with pytest.raises(DataError):
             read(path, preload=preload)
-    with pytest.warns(NeurofmWarning, match="undefined"):
+    with pytest.warns(NeurofmWarning) as record:
         ds = read(path, on_nonfinite="warn")
+    assert any("undefined" in str(w.message) for w in record)  # the header check
+    assert any("400 non-finite" in str(w.message) for w in record)  # the value check
     assert list(ds["bad"].values) == [True, False]
     np.testing.assert_array_equal(ds["signal"].values[1], mne_uv[1].astype(np.float32))
 
@@ -133,7 +135,8 @@ def test_edf_degenerate_digital_range(tmp_path):
     path = _two_channel_edf(tmp_path / "flat_digital.edf", dmin=[0, -32768], dmax=[0, 32767])
     _raw, mne_uv = _mne_uv(path)
     assert np.abs(mne_uv[0]).max() > 1e3  # raw counts passed off as uV (range is +-100 uV)
-    with pytest.raises(DataError, match="digital minimum = maximum") as info:
+    with pytest.raises(DataError, match="digital minimum = maximum") as info, \
+            pytest.warns(NeurofmWarning, match="Scaling factor"):
         read(path)
     assert str(path) in str(info.value)
     with pytest.warns(NeurofmWarning) as record:
