@@ -316,3 +316,12 @@ def test_truncated_fif_does_not_abort_a_convert_batch(tmp_path, spkit_eeg):
     assert "truncated or corrupt" in store.failures[0]["error"]
     assert len(store) == 1  # the intact file went in
     np.testing.assert_allclose(store.manifest["n_times"].tolist(), [spkit_eeg.sizes["time"]])
+
+
+def test_verbose_true_logs_the_read(edf_path, caplog):
+    """verbose=True lowers the neurofm logger to INFO for this call only."""
+    caplog.set_level(0)  # the capturing handler takes everything the logger lets through
+    read_ephys(edf_path)  # default level WARNING: the read is not logged
+    assert "120000 samples" not in caplog.text
+    read_ephys(edf_path, verbose=True)
+    assert f"read {edf_path}: 11 channels, 120000 samples at 200 Hz" in caplog.text
