@@ -13,6 +13,9 @@ _LAZY = {
     "BrainDataModule": "datamodule",
     "JEPAModule": "brainjepa",
     "NeurofmModule": "base",
+    "TemperatureAnnealing": "tokenizer",
+    "TokenizerModule": "tokenizer",
+    "train_tokenizer_net": "tokenizer",
 }
 
 __all__ = sorted(_LAZY)

@@ -78,10 +78,9 @@ def spkit_eeg():
 
 
 def load_reference(weights_dir, n_channels):
-    from omegaconf import OmegaConf
-
     from ephys_tokenizer.configs import get_config
     from ephys_tokenizer.models import EphysTokenizerModule
+    from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(weights_dir / "config.yaml")
     cfg.model_config.n_channels = int(n_channels)  # weights do not depend on the channel count
