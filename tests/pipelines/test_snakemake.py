@@ -142,22 +142,37 @@ def _check_store(out_dir, modality, n):
     return store
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def eeg_run(sample_root, tmp_path_factory):
     """The EEG example, SIGKILLed (with every job) once the first recording is in the store,
-    then run again with the same command."""
-    work = tmp_path_factory.mktemp("eeg_run")
-    cfg = example_config("eeg", sample_root, work / "out")
-    cmd = _command(write_config(cfg, work / "config.yaml"))
-    markers = work / "out" / "work" / "eeg"
-    _kill_when(cmd, work, lambda: any(markers.glob("*_desc-preproc.json")),
-               work / "killed.log")
-    killed = SimpleNamespace(
-        markers=sorted(p.name for p in markers.glob("*_desc-preproc.json")),
-        locks=sorted(p.name for p in (work / ".snakemake" / "locks").glob("*.lock")),
-        manifest=(work / "out" / "work" / "store.json").exists())
-    rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(work=work, cfg=cfg, killed=killed, rerun=rerun)
+    then run again with the same command. Run once per session, also with pytest-xdist (the
+    workers share it through a file lock), since it is the slowest fixture of the suite."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                       # shared by the workers of this session
+    work, result = root / "eeg_run", root / "eeg_run.json"
+    with FileLock(str(root / "eeg_run.lock")):
+        if not result.exists():
+            work.mkdir(exist_ok=True)
+            cfg = example_config("eeg", sample_root, work / "out")
+            cmd = _command(write_config(cfg, work / "config.yaml"))
+            markers = work / "out" / "work" / "eeg"
+            _kill_when(cmd, work, lambda: any(markers.glob("*_desc-preproc.json")),
+                       work / "killed.log")
+            killed = {
+                "markers": sorted(p.name for p in markers.glob("*_desc-preproc.json")),
+                "locks": sorted(p.name for p in (work / ".snakemake" / "locks").glob("*")),
+                "manifest": (work / "out" / "work" / "store.json").exists()}
+            rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
+            result.write_text(json.dumps({
+                "cfg": cfg, "killed": killed,
+                "rerun": {"returncode": rerun.returncode, "stdout": rerun.stdout,
+                          "stderr": rerun.stderr}}))
+        data = json.loads(result.read_text())
+    return SimpleNamespace(work=work, cfg=data["cfg"], killed=SimpleNamespace(**data["killed"]),
+                           rerun=SimpleNamespace(**data["rerun"]))
 
 
 def test_killed_run_resumes_with_the_same_command(eeg_run, tmp_path):
@@ -194,34 +209,33 @@ def test_eeg_end_to_end(eeg_run):
     assert "Power spectral density" in html and "data:image/png;base64" in html
 
 
-def test_second_run_has_nothing_to_do(eeg_run, monkeypatch, capfd):
+def test_second_run_has_nothing_to_do(eeg_run, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(eeg_run.work)
-    rc, text = _run(eeg_run.cfg, eeg_run.work, capfd, dry_run=True)
+    rc, text = _run(eeg_run.cfg, tmp_path, capfd, dry_run=True)
     assert rc == 0
     assert "Nothing to be done" in text
 
 
-def test_changed_parameter_reruns_only_affected_rules(eeg_run, monkeypatch, capfd):
+def test_changed_parameter_reruns_only_affected_rules(eeg_run, tmp_path, monkeypatch, capfd):
     work, cfg = eeg_run.work, eeg_run.cfg
     monkeypatch.chdir(work)
     changed = {**cfg, "bandpass": {**cfg["bandpass"], "h_freq": 30.0}}
-    rc, text = _run(changed, work, capfd, dry_run=True)
+    rc, text = _run(changed, tmp_path, capfd, dry_run=True)
     assert rc == 0
     jobs = _jobs(text)
     assert "eeg_read" not in jobs
     assert jobs["eeg_preprocess"] == 3 and jobs["store_manifest"] == 1
     resplit = {**cfg, "store": {**cfg["store"], "split": {**cfg["store"]["split"], "seed": 7}}}
-    rc, text = _run(resplit, work, capfd, dry_run=True)
+    rc, text = _run(resplit, tmp_path, capfd, dry_run=True)
     jobs = _jobs(text)
     assert set(jobs) == {"store_manifest", "qc_summary", "all"}
 
 
-def test_snakemake_never_owns_store_files(eeg_run, monkeypatch, capfd):
+def test_snakemake_never_owns_store_files(eeg_run, tmp_path, monkeypatch, capfd):
     """Snakemake deletes a job's outputs when the job starts: none of them may be a file the
     store lists, so a killed rerun never leaves the manifest pointing at a missing file."""
     monkeypatch.chdir(eeg_run.work)
-    rc, text = _run(eeg_run.cfg, eeg_run.work, capfd, dry_run=True,
-                    extra_args=["--forceall"])
+    rc, text = _run(eeg_run.cfg, tmp_path, capfd, dry_run=True, extra_args=["--forceall"])
     assert rc == 0, text
     outputs = [o for line in re.findall(r"^\s*output: (.+)$", text, re.M)
                for o in line.split(", ")]
