@@ -449,9 +449,12 @@ def _log_error(log):
 # --------------------------------------------------------------------------------------------
 @contextmanager
 def _log_to(path):
+    """Log the job at INFO into ``path``; the terminal (neurofm's stderr handler) keeps
+    showing warnings and errors only, so parallel jobs do not interleave their progress."""
     handler = None
     root = logging.getLogger()
     old_level = logger.level
+    terminal = [(h, h.level) for h in logger.handlers if getattr(h, "_neurofm", False)]
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, mode="w")
@@ -459,12 +462,16 @@ def _log_to(path):
                                                "%(message)s"))
         root.addHandler(handler)  # the neurofm logger propagates to it, as do MNE's
         logger.setLevel(logging.INFO)
+        for h, level in terminal:
+            h.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
         if handler is not None:
             root.removeHandler(handler)
             logger.setLevel(old_level)
+            for h, level in terminal:
+                h.setLevel(level)
             handler.close()
 
 

@@ -142,3 +142,33 @@ def test_failed_run_step_lists_current_recordings_and_explains_the_rest(sample_r
     provenance = json.loads((Path(layout["store"]) / "pipeline.json").read_text())
     assert provenance["failed"] == ["sub-02_task-generator", "sub-03_task-generator"]
     assert provenance["config_hash"] == "feedfeedfeed"
+
+
+def test_run_script_logs_into_the_job_log_not_the_terminal(spkit_eeg, tmp_path, capfd):
+    """A job's INFO lines go to its log file only; its error is one ERROR line there (and on
+    stderr), and the job exits with status 1."""
+    from types import SimpleNamespace
+
+    from neurofm.pipelines.steps import run_script
+
+    raw = write_zarr(spkit_eeg, tmp_path / "raw.zarr")
+    wc = {"subject": "01", "session": "", "task": "_task-rest", "run": ""}
+    smk = SimpleNamespace(
+        input=[str(raw)], output=[str(tmp_path / "done.json")], log=[str(tmp_path / "p.log")],
+        wildcards=wc, rule="eeg_preprocess", threads=1,
+        params=SimpleNamespace(target=str(tmp_path / "store" / "sub-01_task-rest.zarr"),
+                               modality="eeg", steps={"scale": {"method": "zscore"}},
+                               block_seconds=8.0, store={}, config_hash="c0ffeec0ffee"))
+    capfd.readouterr()
+    assert run_script(smk, "preprocess") == 0
+    assert "INFO" not in capfd.readouterr().err
+    log = (tmp_path / "p.log").read_text()
+    assert "rule eeg_preprocess, sub-01_task-rest" in log and "preprocessed" in log
+    assert read_done(tmp_path / "done.json")["config_hash"] == "c0ffeec0ffee"
+    smk.log = [str(tmp_path / "bad.log")]
+    smk.input = [str(tmp_path / "missing.zarr")]
+    with pytest.raises(SystemExit) as exc:
+        run_script(smk, "preprocess")
+    assert exc.value.code == 1
+    line = f"ERROR eeg_preprocess sub-01_task-rest: FormatError: {tmp_path}/missing.zarr"
+    assert line in (tmp_path / "bad.log").read_text() and line in capfd.readouterr().err
