@@ -67,7 +67,7 @@ def as_signal(x, *, name="x", n_channels=None, min_times=1, dtype=torch.float32)
     else:
         if x.is_complex() or x.dtype == torch.bool:
             raise DataError(f"{name} must hold real numbers; got dtype {x.dtype}")
-        t = x.detach()
+        t = x.detach().cpu()  # computed on the CPU (networks move windows to their device)
     if t.ndim not in (2, 3):
         raise DataError(f"{name} must have shape (C, T) or (B, C, T); got shape "
                         f"{tuple(t.shape)} ({t.ndim} dimensions)")
@@ -100,7 +100,7 @@ def as_tokens(tokens, *, name="tokens", vocab_size=None, min_dims=2):
     """
     torch_in = isinstance(tokens, torch.Tensor)
     if torch_in:
-        t = tokens.detach()
+        t = tokens.detach().cpu()
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise DataError(f"{name} must be integers; got dtype {t.dtype}")
     else:

@@ -7,6 +7,9 @@ The network is injected: anything with ``training_loss(batch) -> (loss, logs)`` 
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -106,6 +109,23 @@ class _History(pl.Callback):
         self.rows.append(row)
 
 
+@contextmanager
+def _quiet_lightning_info(quiet):
+    """Hide Lightning's start-up INFO lines (accelerator, tips) unless ``verbose``.
+
+    Only that logger's INFO records are held back, for the duration of the fit; its
+    warnings still show.
+    """
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    before = log.level
+    if quiet and log.getEffectiveLevel() < logging.WARNING:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def train_tokenizer_net(net, train, val=None, *, max_epochs=20, batch_size=64, lr=1e-3,
                         callbacks=(), seed=0, accelerator="cpu", devices=1, verbose=False,
                         num_workers=0):
@@ -150,12 +170,13 @@ def train_tokenizer_net(net, train, val=None, *, max_epochs=20, batch_size=64, l
         val_dl = DataLoader(TensorDataset(val), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers)
     history = _History()
-    trainer = pl.Trainer(
-        max_epochs=max_epochs, accelerator=accelerator, devices=devices, logger=False,
-        enable_checkpointing=False, enable_progress_bar=bool(verbose),
-        enable_model_summary=bool(verbose), callbacks=[*callbacks, history],
-        num_sanity_val_steps=0, deterministic=False)
     module = (TokenizerModule if val is None else ValidatedTokenizerModule)(net, lr=lr)
-    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    with _quiet_lightning_info(not verbose):
+        trainer = pl.Trainer(
+            max_epochs=max_epochs, accelerator=accelerator, devices=devices, logger=False,
+            enable_checkpointing=False, enable_progress_bar=bool(verbose),
+            enable_model_summary=bool(verbose), callbacks=[*callbacks, history],
+            num_sanity_val_steps=0, deterministic=False)
+        trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
     net.eval()
     return history.rows
