@@ -199,8 +199,44 @@ def pve(x, x_hat):
     return 100.0 * (1.0 - sse / sst)
 
 
+def _is_item_dataset(data):
+    """A map-style dataset (torch Dataset or duck-typed like neurofm.data.WindowDataset)."""
+    if isinstance(data, torch.utils.data.Dataset):
+        return True
+    if isinstance(data, (np.ndarray, torch.Tensor, list, tuple, str, bytes)):
+        return False
+    if hasattr(data, "dims") or hasattr(data, "data_vars"):  # xarray
+        return False
+    return hasattr(data, "__getitem__") and hasattr(data, "__len__")
+
+
 def iter_recordings(data, name="data"):
-    """Yield (C, T) float32 tensors from one array, a batch, or a list of recordings."""
+    """Yield (C, T) float32 tensors from training data.
+
+    ``data`` is one array (C, T), a batch (B, C, T), a list of (C, T) recordings, or a
+    map-style dataset (a torch Dataset or e.g. :class:`neurofm.data.WindowDataset`) whose
+    items are (C, T) signals or dicts with a ``signal`` and optionally a ``channel_mask``
+    (padded channels are dropped).
+    """
+    if _is_item_dataset(data):
+        if len(data) == 0:
+            raise DataError(f"{name} is an empty dataset")
+        for i in range(len(data)):
+            item = data[i]
+            mask = None
+            if isinstance(item, dict):
+                if "signal" not in item:
+                    raise DataError(f"{name}[{i}] is a dict without a 'signal' entry; found "
+                                    f"{sorted(item)}")
+                mask = item.get("channel_mask")
+                item = item["signal"]
+            t, _ = as_signal(item, name=f"{name}[{i}]")
+            for rec in t:
+                if mask is not None:
+                    rec = rec[torch.as_tensor(mask, dtype=torch.bool)]
+                if rec.shape[0]:
+                    yield rec
+        return
     if isinstance(data, (list, tuple)):
         if not data:
             raise DataError(f"{name} is an empty list; expected recordings of shape (C, T)")

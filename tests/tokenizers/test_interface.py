@@ -125,3 +125,33 @@ def test_save_load_gives_the_same_tokens(name, tmp_path):
     back = load(tmp_path)
     assert type(back) is type(tok)
     np.testing.assert_array_equal(back.encode(x), tok.encode(x))
+
+
+def test_canonical_dataset_input_reads_its_signal(spkit_eeg):
+    tok = TOKENIZERS["quantile"]
+    np.testing.assert_array_equal(tok.encode(spkit_eeg), tok.encode(spkit_eeg["signal"].values))
+    transposed = spkit_eeg["signal"].transpose("time", "channel")  # dims put back in order
+    np.testing.assert_array_equal(tok.encode(transposed), tok.encode(spkit_eeg))
+
+
+def test_fit_from_a_torch_dataset_of_windows_drops_padded_channels():
+    """Items as WindowDataset yields them: dicts with signal (C, T) and channel_mask (C,)."""
+    rng = np.random.default_rng(7)
+    recs = [meg_like(rng, 3, 300), meg_like(rng, 2, 300)]
+
+    class Windows:  # duck-typed like neurofm.data.WindowDataset
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            signal = np.zeros((3, 300), np.float32)
+            signal[: recs[i].shape[0]] = recs[i]
+            mask = np.arange(3) < recs[i].shape[0]
+            return {"signal": torch.from_numpy(signal), "channel_mask": torch.from_numpy(mask)}
+
+    from_dataset = QuantileTokenizer(n_bins=16).fit(Windows())
+    from_list = QuantileTokenizer(n_bins=16).fit(recs)
+    np.testing.assert_array_equal(from_dataset.edges_, from_list.edges_)
+    padded = QuantileTokenizer(n_bins=16).fit([np.concatenate([recs[1], np.zeros((1, 300))])])
+    assert not np.array_equal(padded.edges_,
+                              QuantileTokenizer(n_bins=16).fit([recs[1]]).edges_)
