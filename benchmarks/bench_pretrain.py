@@ -1,0 +1,328 @@
+"""Brain-JEPA pretraining throughput: neurofm vs the reference implementation's model.
+
+One pretraining step = target encoder on every token (no grad) + context encoder on the
+context tokens + predictor + smooth-L1 backward + AdamW step + EMA update, at the
+reference input size (450 ROIs x 160 frames = 4500 tokens) with masks from
+``SpatiotemporalMaskCollator`` (the same masks for both implementations). Also the
+inference rate of the encoder on all tokens (``encode``).
+
+The reference (github Eric-LRL/Brain-JEPA) is imported from a scratch checkout given by
+``--reference PATH``. Its ``flash_attn`` dependency is replaced by a shim that calls torch's
+``scaled_dot_product_attention`` with the same packed-qkv layout (``attn_mode=flash_attn``,
+its configured mode); ``--reference-mode normal`` runs its explicit-softmax attention
+instead. Without ``--reference`` only neurofm is measured and the report says so.
+
+Each configuration runs in its own subprocess, so its peak memory is its own: on CPU the
+peak resident-set growth during the timed steps over the resident set before them (model,
+optimizer state and batch included after the first step); on CUDA
+``torch.cuda.max_memory_allocated``. On CUDA ``--bf16 --compile`` adds autocast and
+``torch.compile`` and the report gives the model FLOPs utilization (FLOPs counted by
+``torch.utils.flop_counter`` on one eager step, over ``--peak-tflops``).
+
+Usage::
+
+    python benchmarks/bench_pretrain.py --reference /tmp/brainjepa_ref --batch 2 --steps 3
+    python benchmarks/bench_pretrain.py --reference /tmp/brainjepa_ref --device cuda \\
+        --batch 16 --bf16 --compile --sizes base
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+N_ROIS, N_FRAMES, PATCH = 450, 160, 16
+
+
+# ---------------------------------------------------------------------------- helpers
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _gradients(reference):
+    import numpy as np
+
+    path = os.path.join(reference or "", "data", "gradient_mapping_450.csv")
+    if reference and os.path.isfile(path):
+        return np.loadtxt(path, delimiter=","), "reference gradient_mapping_450.csv"
+    return np.random.default_rng(0).standard_normal((N_ROIS, 30)) * 0.3, "random (450, 30)"
+
+
+def _masks(batch):
+    import torch
+
+    from neurofm.masking import SpatiotemporalMaskCollator
+
+    coll = SpatiotemporalMaskCollator(N_ROIS, N_FRAMES // PATCH, seed=0,
+                                      collate_fn=lambda s: {"signal": torch.stack(s)})
+    g = torch.Generator().manual_seed(0)
+    return coll([torch.randn(N_ROIS, N_FRAMES, generator=g) for _ in range(batch)])
+
+
+def _install_flash_shim():
+    """A ``flash_attn`` module whose packed-qkv kernel is torch SDPA."""
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, **kwargs):
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, Dh) each
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        return out.transpose(1, 2)  # (B, N, H, Dh), flash-attn's layout
+
+    mod = types.ModuleType("flash_attn")
+    mod.flash_attn_qkvpacked_func = flash_attn_qkvpacked_func
+    sys.modules["flash_attn"] = mod
+    _ = torch
+
+
+# ---------------------------------------------------------------------------- builders
+def _neurofm(size, grads):
+    import torch
+
+    from neurofm.models import BrainJEPA
+    from neurofm.objectives import JEPAObjective
+
+    model = BrainJEPA(N_ROIS, N_FRAMES, size=size, gradients=grads)
+    obj = JEPAObjective(model, total_steps=10_000)
+
+    def loss(batch):
+        return obj.loss(model, batch)["loss"]
+
+    def ema(step):
+        obj.update_target(model, step)
+
+    def encode(x):
+        return obj.target_encoder(x)
+
+    params = list(model.parameters())
+    modules = [model.encoder, model.predictor, obj.target_encoder]
+    return params, loss, ema, encode, modules, torch
+
+
+def _reference(size, grads, path, mode):
+    import torch
+    import torch.nn.functional as F
+
+    _install_flash_shim()
+    sys.path.insert(0, os.path.abspath(path))
+    from src.masks.utils import apply_masks
+    from src.models import vision_transformer as vit
+
+    g = torch.as_tensor(grads, dtype=torch.float32)[None]  # (1, R, k) as its train.py
+    encoder = vit.__dict__[f"vit_{size}"](
+        img_size=(N_ROIS, N_FRAMES), patch_size=PATCH, in_chans=1, gradient_pos_embed=g,
+        attn_mode=mode, add_w="mapping")
+    predictor = vit.__dict__["vit_predictor"](
+        num_patches=encoder.patch_embed.num_patches,
+        num_patches_2d=encoder.patch_embed.num_patches_2d, embed_dim=encoder.embed_dim,
+        predictor_embed_dim=384, depth=6, num_heads=encoder.num_heads,
+        gradient_pos_embed=g, attn_mode=mode, add_w="mapping")
+    target = copy.deepcopy(encoder)
+    for p in target.parameters():
+        p.requires_grad = False
+
+    def loss(batch):
+        x = batch["signal"][:, None]  # (B, 1, R, T)
+        ctx, tgt = [batch["context_idx"]], [batch["target_idx"]]
+        with torch.no_grad():
+            h = target(x)
+            h = F.layer_norm(h, (h.size(-1),))
+            h = apply_masks(h, tgt)
+        z = predictor(encoder(x, ctx), ctx, tgt)
+        return F.smooth_l1_loss(z, h)
+
+    def ema(step):
+        m = 0.996 + step * 0.004 / 10_000
+        with torch.no_grad():
+            for q, k in zip(encoder.parameters(), target.parameters()):
+                k.data.mul_(m).add_((1.0 - m) * q.detach().data)
+
+    def encode(x):
+        return target(x[:, None])
+
+    params = list(encoder.parameters()) + list(predictor.parameters())
+    return params, loss, ema, encode, [encoder, predictor, target], torch
+
+
+# ---------------------------------------------------------------------------- worker
+def worker(args):
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    grads, _ = _gradients(args.reference)
+    if args.impl == "neurofm":
+        params, loss_fn, ema, encode, modules, _ = _neurofm(args.size, grads)
+    else:
+        params, loss_fn, ema, encode, modules, _ = _reference(args.size, grads,
+                                                              args.reference, args.mode)
+    for m in modules:
+        m.to(device)
+    batch = {k: v.to(device) for k, v in _masks(args.batch).items()
+             if k in ("signal", "context_idx", "target_idx")}
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    flops = None
+    if args.device == "cuda":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter, autocast:
+            loss = loss_fn(batch)
+        with counter:
+            loss.backward()
+        opt.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops()
+    if args.compile:
+        for m in modules:
+            m.compile()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(i):
+        with autocast:
+            loss = loss_fn(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema(i)
+        return float(loss)
+
+    for i in range(args.warmup):
+        step(i)
+    sync()
+    base_rss = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.steps):
+        t0 = time.perf_counter()
+        step(args.warmup + i)
+        sync()
+        times.append(time.perf_counter() - t0)
+    train_s = float(np.median(times))
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else _peak_rss_mb() - base_rss)
+    # inference: encoder on all tokens
+    with torch.no_grad(), autocast:
+        encode(batch["signal"])
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            encode(batch["signal"])
+        sync()
+        enc_s = (time.perf_counter() - t0) / args.steps
+    tokens = args.batch * N_ROIS * (N_FRAMES // PATCH)
+    out = {"impl": args.impl if args.impl == "neurofm" else f"reference[{args.mode}]",
+           "size": args.size, "batch": args.batch, "step_s": train_s,
+           "train_tokens_per_s": tokens / train_s, "encode_tokens_per_s": tokens / enc_s,
+           "peak_mb": peak, "flops_per_step": flops}
+    if flops and args.peak_tflops:
+        out["mfu"] = flops / train_s / (args.peak_tflops * 1e12)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# ---------------------------------------------------------------------------- driver
+def _run(cmd, timeout):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+    return None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference", help="scratch checkout of Eric-LRL/Brain-JEPA")
+    p.add_argument("--reference-mode", dest="mode", default="flash_attn",
+                   choices=["flash_attn", "normal"],
+                   help="flash_attn: its configured mode through the SDPA shim")
+    p.add_argument("--sizes", nargs="+", default=["small", "base"])
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--peak-tflops", type=float, default=989.0,
+                   help="accelerator peak for MFU (H100/H200 dense bf16: 989)")
+    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--_worker", nargs=2, metavar=("IMPL", "SIZE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._worker:
+        args.impl, args.size = args._worker
+        return worker(args)
+
+    import torch
+
+    ref_ok = bool(args.reference) and os.path.isfile(
+        os.path.join(args.reference, "src", "models", "vision_transformer.py"))
+    _, grad_src = _gradients(args.reference if ref_ok else None)
+    print(f"Brain-JEPA pretraining step, {N_ROIS} ROIs x {N_FRAMES} frames "
+          f"({N_ROIS * N_FRAMES // PATCH} tokens), batch {args.batch}, device {args.device}, "
+          f"bf16 {args.bf16}, compile {args.compile}, torch {torch.__version__}, "
+          f"threads {args.threads or torch.get_num_threads()}, gradients: {grad_src}")
+    if not ref_ok:
+        print("REFERENCE ABSENT: pass --reference PATH (a checkout of Eric-LRL/Brain-JEPA); "
+              "only neurofm is measured, no ratio is reported.")
+    common = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch),
+              "--steps", str(args.steps), "--warmup", str(args.warmup), "--device",
+              args.device, "--threads", str(args.threads), "--peak-tflops",
+              str(args.peak_tflops), "--reference-mode", args.mode]
+    if args.bf16:
+        common.append("--bf16")
+    if args.compile:
+        common.append("--compile")
+    if ref_ok:
+        common += ["--reference", args.reference]
+    results = []
+    for size in args.sizes:
+        impls = ["neurofm"] + (["reference"] if ref_ok else [])
+        row = {}
+        for impl in impls:
+            r = _run(common + ["--_worker", impl, size], args.timeout)
+            if r is None:
+                print(f"{impl} {size}: FAILED (see stderr)")
+                continue
+            row[impl] = r
+            results.append(r)
+            mfu = f", MFU {100 * r['mfu']:.1f} %" if r.get("mfu") else ""
+            print(f"{r['impl']:>22} {size:>5}: step {r['step_s']:.3f} s, train "
+                  f"{r['train_tokens_per_s']:,.0f} tok/s, encode "
+                  f"{r['encode_tokens_per_s']:,.0f} tok/s, peak {r['peak_mb']:,.0f} MB{mfu}")
+        if len(row) == 2:
+            a, b = row["neurofm"], row["reference"]
+            print(f"{'neurofm / reference':>22} {size:>5}: train x"
+                  f"{a['train_tokens_per_s'] / b['train_tokens_per_s']:.2f}, encode x"
+                  f"{a['encode_tokens_per_s'] / b['encode_tokens_per_s']:.2f}, peak memory x"
+                  f"{a['peak_mb'] / max(b['peak_mb'], 1e-9):.2f} (goal: train >= 1.5x)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
