@@ -39,7 +39,6 @@ from ._common import (
     check_fitted,
     iter_recordings,
     load_state_dict_strict,
-    pve,
     read_torch_state,
     restore,
     standardize,
@@ -89,7 +88,8 @@ def codebook_perplexity(tokens, codebook_size):
 class VectorQuantizerEMA(nn.Module):
     """Nearest-code quantizer whose codebook follows an exponential moving average.
 
-    In training mode each forward pass updates, with decay ``d``::
+    In training mode each forward pass updates, with decay ``d`` (the first one after
+    initializing the codes from the batch when ``data_init``)::
 
         n_k  <- d n_k + (1 - d) * #{z assigned to k}
         m_k  <- d m_k + (1 - d) * sum of the z assigned to k
@@ -114,9 +114,14 @@ class VectorQuantizerEMA(nn.Module):
     eps : float
         Laplace smoothing of the counts.
     dead_threshold : float
-        EMA count below which a code is restarted (0 disables restarts).
+        EMA count (vectors per batch) below which a code is restarted (0 disables
+        restarts); counts start at 1, so an unused code restarts after about
+        ``log(dead_threshold) / log(decay)`` steps (69 with the defaults).
     normalize : bool
         Keep codes on the unit sphere (for L2-normalized inputs).
+    data_init : bool
+        Set the codes to random input vectors of the first training batch (avoids the
+        collapse onto a few codes that a random codebook invites).
 
     Attributes
     ----------
@@ -127,7 +132,7 @@ class VectorQuantizerEMA(nn.Module):
     """
 
     def __init__(self, codebook_size, dim, decay=0.99, beta=1.0, eps=1e-5,
-                 dead_threshold=1e-3, normalize=True):
+                 dead_threshold=0.5, normalize=True, data_init=True):
         super().__init__()
         self.codebook_size = codebook_size
         self.dim = dim
@@ -136,12 +141,14 @@ class VectorQuantizerEMA(nn.Module):
         self.eps = eps
         self.dead_threshold = dead_threshold
         self.normalize = normalize
+        self.data_init = data_init
         codes = torch.randn(codebook_size, dim)
         if normalize:
             codes = F.normalize(codes, dim=-1)
         self.register_buffer("codebook", codes)  # (K, D)
         self.register_buffer("cluster_size", torch.ones(codebook_size))  # (K,)
         self.register_buffer("embed_sum", codes.clone())  # (K, D)
+        self.register_buffer("initialized", torch.tensor(not data_init))
         self.last_usage = 0.0
         self.last_perplexity = 0.0
         self.n_restarted = 0
@@ -168,6 +175,8 @@ class VectorQuantizerEMA(nn.Module):
             ``beta * mse(z, sg(q))``.
         """
         flat = z.reshape(-1, self.dim)  # (S, D)
+        if self.training and not bool(self.initialized):
+            self._init_from(flat.detach())
         codes = self.assign(flat.detach())  # (S,)
         q = self.codebook[codes].clone()  # (S, D), the codes the assignment was made with
         if self.training:
@@ -177,6 +186,19 @@ class VectorQuantizerEMA(nn.Module):
         self.last_usage = codebook_usage(codes, self.codebook_size)
         self.last_perplexity = codebook_perplexity(codes, self.codebook_size)
         return q.reshape(z.shape), codes.reshape(z.shape[:-1]), loss
+
+    @torch.no_grad()
+    def _init_from(self, flat):
+        """Codes = random vectors of the first training batch (with replacement if short)."""
+        n_vectors = flat.shape[0]
+        if n_vectors >= self.codebook_size:
+            pick = torch.randperm(n_vectors, device=flat.device)[: self.codebook_size]
+        else:
+            pick = torch.randint(0, n_vectors, (self.codebook_size,), device=flat.device)
+        self.codebook.copy_(flat[pick])
+        self.embed_sum.copy_(flat[pick])
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _ema_update(self, flat, codes):
@@ -220,7 +242,7 @@ class VQTokenizerNet(nn.Module):
     """Encoder, EMA quantizer and spectrum decoder of :class:`VQTokenizer`."""
 
     def __init__(self, n_fft=200, hop=100, n_freq=100, freq_patch=5, dim=64, depth=4,
-                 heads=8, codebook_size=8192, decay=0.99, beta=1.0, dead_threshold=1e-3,
+                 heads=8, codebook_size=8192, decay=0.99, beta=1.0, dead_threshold=0.5,
                  mask_ratio=0.5):
         super().__init__()
         self.n_fft, self.hop, self.n_freq, self.freq_patch = n_fft, hop, n_freq, freq_patch
@@ -336,7 +358,7 @@ class VQTokenizer(Tokenizer):
     """
 
     def __init__(self, n_fft=200, hop=100, n_freq=100, freq_patch=5, dim=64, depth=4,
-                 heads=8, codebook_size=8192, decay=0.99, beta=1.0, dead_threshold=1e-3,
+                 heads=8, codebook_size=8192, decay=0.99, beta=1.0, dead_threshold=0.5,
                  mask_ratio=0.5, standardize=True):
         self.n_fft = n_fft
         self.hop = hop
@@ -502,8 +524,18 @@ class VQTokenizer(Tokenizer):
         return restore(spec.reshape(B, C, *spec.shape[1:]), layout)
 
     def pve(self, x):
-        """Percentage of variance of :meth:`spectrogram` explained by ``decode(encode(x))``."""
-        return pve(self.spectrogram(x), self.decode(self.encode(x)))
+        """Percentage of the energy of :meth:`spectrogram` explained by ``decode(encode(x))``.
+
+        ``100 * (1 - sum((S - S_hat)**2) / sum(S**2))``: spectra are not centred (their
+        time-mean per bin is most of what a tokenizer must get right).
+
+        Returns
+        -------
+        pve : float (percent)
+        """
+        spec = torch.as_tensor(self.spectrogram(x)).double()
+        spec_hat = torch.as_tensor(self.decode(self.encode(x))).double()
+        return 100.0 * (1.0 - float(((spec - spec_hat) ** 2).sum()) / float((spec ** 2).sum()))
 
     def codebook_stats(self, x):
         """Codebook usage (fraction of codes used) and perplexity on ``x``.

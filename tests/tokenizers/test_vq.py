@@ -20,7 +20,8 @@ SMALL = {"n_fft": 64, "hop": 32, "n_freq": 30, "freq_patch": 5, "dim": 16, "dept
 
 def test_ema_update_matches_formula():
     torch.manual_seed(0)
-    vq = VectorQuantizerEMA(4, 3, decay=0.9, eps=1e-5, dead_threshold=0.0, normalize=False)
+    vq = VectorQuantizerEMA(4, 3, decay=0.9, eps=1e-5, dead_threshold=0.0, normalize=False,
+                            data_init=False)
     codes0 = vq.codebook.clone()
     z = codes0[[0, 0, 2]] + 0.01 * torch.randn(3, 3)  # two vectors near code 0, one near 2
     q, codes, loss = vq.train()(z)
@@ -43,7 +44,7 @@ def test_ema_update_matches_formula():
 
 def test_dead_codes_restart_from_batch():
     torch.manual_seed(1)
-    vq = VectorQuantizerEMA(8, 4, decay=0.5, dead_threshold=0.2).train()
+    vq = VectorQuantizerEMA(8, 4, decay=0.5, dead_threshold=0.2, data_init=False).train()
     z = F.normalize(vq.codebook[:1] + 0.01 * torch.randn(16, 4), dim=-1)  # all near code 0
     vq(z)  # unused codes: 0.5 -> not dead yet
     assert vq.n_restarted == 0
@@ -55,6 +56,19 @@ def test_dead_codes_restart_from_batch():
     dist = torch.cdist(restarted, z).min(dim=1).values
     assert float(dist.max()) < 1e-6
     assert torch.all(vq.cluster_size[1:] == 1.0)
+
+
+def test_codes_start_from_the_first_training_batch():
+    torch.manual_seed(2)
+    vq = VectorQuantizerEMA(6, 4, decay=0.99)
+    z = F.normalize(torch.randn(20, 4), dim=-1)
+    vq.eval()(z)  # evaluation does not initialize
+    assert not bool(vq.initialized)
+    vq.train()(z)
+    assert bool(vq.initialized)
+    # before the EMA step every code was a batch vector; one step moves it by at most 1 - d
+    assert float(torch.cdist(vq.codebook, z).min(dim=1).values.max()) < 0.05
+    assert codebook_usage(vq.assign(z), 6) > 0.5
 
 
 def test_usage_and_perplexity():
