@@ -158,6 +158,74 @@ def _reference(size, grads, path, mode):
     return params, loss, ema, encode, [encoder, predictor, target], torch
 
 
+# ---------------------------------------------------------------------------- parity
+def _to_neurofm_keys(ref_sd, predictor=False):
+    """Rename the reference's encoder / predictor state dict to neurofm's modules."""
+    out = {}
+    for k, v in ref_sd.items():
+        k2 = k
+        if predictor:
+            for a, b in (("predictor_embed.", "embed."), ("predictor_blocks.", "blocks."),
+                         ("predictor_norm.", "norm."), ("predictor_proj.", "proj."),
+                         ("predictor_2dpe_proj.predictor_pos_embed_proj.", "pos.proj.")):
+                if k.startswith(a):
+                    k2 = b + k[len(a):]
+            if k.startswith("predictor_2dpe_proj.emb_"):
+                continue  # fixed sin-cos tables, recomputed by neurofm
+        else:
+            if k == "patch_embed.proj.weight":
+                v = v.reshape(v.shape[0], -1)  # (D, 1, 1, p) -> (D, p)
+            k2 = k.replace("patch_embed.proj.", "patch_embed.")
+            k2 = k2.replace("pos_embed_proj.predictor_pos_embed_proj.", "pos.proj.")
+            if k.startswith("pos_embed_proj.emb_"):
+                continue
+        out[k2] = v
+    return out
+
+
+def parity(reference, mode="flash_attn"):
+    """Max |neurofm - reference| of encoder and predictor outputs with copied weights."""
+    import numpy as np
+    import torch
+
+    from neurofm.models import BrainJEPA
+
+    _install_flash_shim()
+    sys.path.insert(0, os.path.abspath(reference))
+    from src.models import vision_transformer as vit
+
+    torch.manual_seed(0)
+    r, t, d, depth, heads = 40, 160, 64, 2, 4  # the reference needs 10 time patches
+    grads, _ = _gradients(reference)
+    g = np.asarray(grads[:r], dtype=np.float32)
+    gt = torch.as_tensor(g)[None]
+    ref_enc = vit.VisionTransformer(
+        img_size=(r, t), patch_size=PATCH, in_chans=1, embed_dim=d, depth=depth,
+        num_heads=heads, mlp_ratio=4, qkv_bias=True, gradient_pos_embed=gt, attn_mode=mode,
+        add_w="mapping", norm_layer=lambda n: torch.nn.LayerNorm(n, eps=1e-6)).eval()
+    ref_pred = vit.vit_predictor(
+        num_patches=ref_enc.patch_embed.num_patches,
+        num_patches_2d=ref_enc.patch_embed.num_patches_2d, embed_dim=d,
+        predictor_embed_dim=32, depth=2, num_heads=heads, gradient_pos_embed=gt,
+        attn_mode=mode, add_w="mapping").eval()
+    ours = BrainJEPA(r, t, embed_dim=d, depth=depth, num_heads=heads,
+                     predictor_embed_dim=32, predictor_depth=2, gradients=g).eval()
+    ours.encoder.load_state_dict(
+        {**_to_neurofm_keys(ref_enc.state_dict()), "pos.gradients": ours.gradients,
+         "pos.has_gradients": torch.tensor(True)})
+    ours.predictor.load_state_dict(
+        {**_to_neurofm_keys(ref_pred.state_dict(), predictor=True),
+         "pos.gradients": ours.gradients, "pos.has_gradients": torch.tensor(True)})
+    x = torch.randn(3, r, t)
+    ctx = torch.sort(torch.randperm(r * t // PATCH)[:50]).values.repeat(3, 1)
+    tgt = torch.randperm(r * t // PATCH)[:30].repeat(3, 1)
+    with torch.no_grad():
+        enc = (ours.encode(x) - ref_enc(x[:, None])).abs().max().item()
+        z_ref = ref_pred(ref_enc(x[:, None], [ctx]), [ctx], [tgt])
+        pred = (ours(x, ctx, tgt) - z_ref).abs().max().item()
+    return enc, pred
+
+
 # ---------------------------------------------------------------------------- worker
 def worker(args):
     import numpy as np
@@ -287,6 +355,10 @@ def main(argv=None):
     if not ref_ok:
         print("REFERENCE ABSENT: pass --reference PATH (a checkout of Eric-LRL/Brain-JEPA); "
               "only neurofm is measured, no ratio is reported.")
+    else:
+        enc, pred = parity(args.reference, args.mode)
+        print(f"parity with copied weights (40 ROIs x 160 frames, D=64): max |diff| encoder "
+              f"{enc:.2e}, predictor {pred:.2e}")
     common = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch),
               "--steps", str(args.steps), "--warmup", str(args.warmup), "--device",
               args.device, "--threads", str(args.threads), "--peak-tflops",
