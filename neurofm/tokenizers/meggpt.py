@@ -214,10 +214,16 @@ class MEGGPTTokenizerNet(nn.Module):
         -------
         loss : scalar Tensor
         logs : dict of str -> float
+            ``temperature`` and ``pve`` (percentage of variance of the windows explained,
+            with the soft/hard token mix in training mode, hard tokens in eval mode).
         """
-        x_hat, _ = self(x)
+        x_hat, _ = self(x)  # (S, L)
         loss = F.mse_loss(x_hat, x)
-        return loss, {"temperature": float(self.temperature)}
+        with torch.no_grad():
+            sse = (x - x_hat).pow(2).sum()
+            sst = (x - x.mean(dim=-1, keepdim=True)).pow(2).sum().clamp_min(1e-12)
+            batch_pve = float(100.0 * (1.0 - sse / sst))
+        return loss, {"temperature": float(self.temperature), "pve": batch_pve}
 
 
 @register

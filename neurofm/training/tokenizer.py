@@ -55,12 +55,15 @@ class TokenizerModule(pl.LightningModule):
 
 
 class ValidatedTokenizerModule(TokenizerModule):
-    """:class:`TokenizerModule` that also logs ``val_loss`` on validation windows."""
+    """:class:`TokenizerModule` that also logs ``val_loss`` (and ``val_<name>`` for the
+    network's logs) on validation windows."""
 
     def validation_step(self, batch, batch_idx):
         (x,) = batch
-        loss, _ = self.net.training_loss(x)
+        loss, logs = self.net.training_loss(x)
         self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        for name, value in logs.items():
+            self.log(f"val_{name}", value, on_step=False, on_epoch=True, batch_size=x.shape[0])
         return loss
 
 

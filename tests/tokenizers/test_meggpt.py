@@ -11,7 +11,7 @@ import torch
 from tokenizer_helpers import meg_like
 
 from neurofm.errors import DataError, FormatError, NeurofmError
-from neurofm.tokenizers import MEGGPTTokenizer, annealed_temperature, load, window_starts
+from neurofm.tokenizers import MEGGPTTokenizer, annealed_temperature, load, pve, window_starts
 
 CASES = ["osc_c52", "osc_c14", "osc_c3", "osc_c7", "spkit_eeg"]
 
@@ -258,13 +258,20 @@ def test_training_loss_falls_and_temperature_anneals():
     rng = np.random.default_rng(0)
     data = meg_like(rng, 3, 500)
     tok = MEGGPTTokenizer(n_tokens=16, rnn_units=16, sequence_length=50, token_dim=6)
-    tok.fit(data, val_data=meg_like(rng, 1, 200), max_epochs=4, batch_size=8, lr=1e-2,
-            n_stages=2, seed=1)
+    val_data = meg_like(rng, 1, 200)
+    tok.fit(data, val_data=val_data, max_epochs=4, batch_size=8, lr=1e-2, n_stages=2, seed=1)
     losses = [row["train_loss"] for row in tok.history_]
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
     assert [row["train_temperature"] for row in tok.history_] == pytest.approx(
         [1.0, 1.0, 1e-3, 1e-3])
-    assert "val_loss" in tok.history_[0]
+    last = tok.history_[-1]
+    # validation (one batch) runs the final network with hard tokens
+    windows = tok.windows(val_data)
+    with torch.no_grad():
+        x_hat, _ = tok.net_.eval()(windows)
+    assert last["val_pve"] == pytest.approx(pve(windows, x_hat), abs=1e-3)
+    assert last["val_loss"] == pytest.approx(float(((windows - x_hat) ** 2).mean()), rel=1e-4)
+    assert last["train_pve"] > tok.history_[0]["train_pve"]
     assert 2 <= tok.vocab_size <= 17
     assert tok.encode(data).shape == data.shape
 
