@@ -54,3 +54,22 @@ def test_patch_errors():
         tok.encode(np.zeros((2, 10)))
     with pytest.raises(DataError, match=r"shape \(C, N, 6\)"):
         tok.decode(np.zeros((2, 3, 5)))
+
+
+def test_patch_with_channel_positions_brainlm_style(tmp_path):
+    torch.manual_seed(3)
+    tok = PatchTokenizer(patch_size=4, d_model=8, pos_dim=3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    pos = rng.standard_normal((5, 3)).astype(np.float32)
+    e = tok.encode(x, pos)
+    W, b = tok.proj.weight.detach().numpy(), tok.proj.bias.detach().numpy()
+    P, c = tok.pos_proj.weight.detach().numpy(), tok.pos_proj.bias.detach().numpy()
+    np.testing.assert_allclose(e[1, 3, 1], W @ x[1, 3, 4:] + b + P @ pos[3] + c, atol=1e-5)
+    np.testing.assert_allclose(tok.decode(e, pos), x, atol=1e-4)
+    with pytest.raises(DataError, match=r"pass ch_pos of shape \(C, 3\)"):
+        tok.encode(x)
+    with pytest.raises(DataError, match="with C = 5"):
+        tok.encode(x, pos[:4])
+    tok.save(tmp_path)
+    np.testing.assert_allclose(load(tmp_path).encode(x, pos), e, atol=1e-6)
