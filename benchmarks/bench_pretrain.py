@@ -159,36 +159,13 @@ def _reference(size, grads, path, mode):
 
 
 # ---------------------------------------------------------------------------- parity
-def _to_neurofm_keys(ref_sd, predictor=False):
-    """Rename the reference's encoder / predictor state dict to neurofm's modules."""
-    out = {}
-    for k, v in ref_sd.items():
-        k2 = k
-        if predictor:
-            for a, b in (("predictor_embed.", "embed."), ("predictor_blocks.", "blocks."),
-                         ("predictor_norm.", "norm."), ("predictor_proj.", "proj."),
-                         ("predictor_2dpe_proj.predictor_pos_embed_proj.", "pos.proj.")):
-                if k.startswith(a):
-                    k2 = b + k[len(a):]
-            if k.startswith("predictor_2dpe_proj.emb_"):
-                continue  # fixed sin-cos tables, recomputed by neurofm
-        else:
-            if k == "patch_embed.proj.weight":
-                v = v.reshape(v.shape[0], -1)  # (D, 1, 1, p) -> (D, p)
-            k2 = k.replace("patch_embed.proj.", "patch_embed.")
-            k2 = k2.replace("pos_embed_proj.predictor_pos_embed_proj.", "pos.proj.")
-            if k.startswith("pos_embed_proj.emb_"):
-                continue
-        out[k2] = v
-    return out
-
-
 def parity(reference, mode="flash_attn"):
     """Max |neurofm - reference| of encoder and predictor outputs with copied weights."""
     import numpy as np
     import torch
 
     from neurofm.models import BrainJEPA
+    from neurofm.models.export import convert_reference_state_dict, load_state_dict_strict
 
     _install_flash_shim()
     sys.path.insert(0, os.path.abspath(reference))
@@ -210,12 +187,10 @@ def parity(reference, mode="flash_attn"):
         attn_mode=mode, add_w="mapping").eval()
     ours = BrainJEPA(r, t, embed_dim=d, depth=depth, num_heads=heads,
                      predictor_embed_dim=32, predictor_depth=2, gradients=g).eval()
-    ours.encoder.load_state_dict(
-        {**_to_neurofm_keys(ref_enc.state_dict()), "pos.gradients": ours.gradients,
-         "pos.has_gradients": torch.tensor(True)})
-    ours.predictor.load_state_dict(
-        {**_to_neurofm_keys(ref_pred.state_dict(), predictor=True),
-         "pos.gradients": ours.gradients, "pos.has_gradients": torch.tensor(True)})
+    load_state_dict_strict(ours.encoder, convert_reference_state_dict(
+        ref_enc.state_dict(), "encoder", gradients=g))
+    load_state_dict_strict(ours.predictor, convert_reference_state_dict(
+        ref_pred.state_dict(), "predictor", gradients=g))
     x = torch.randn(3, r, t)
     ctx = torch.sort(torch.randperm(r * t // PATCH)[:50]).values.repeat(3, 1)
     tgt = torch.randperm(r * t // PATCH)[:30].repeat(3, 1)

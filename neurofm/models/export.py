@@ -9,7 +9,8 @@ import torch
 from .._version import __version__
 from ..errors import FormatError, NeurofmError
 
-__all__ = ["ENCODER_FORMAT", "export_encoder", "load_encoder", "load_state_dict_strict"]
+__all__ = ["ENCODER_FORMAT", "convert_reference_state_dict", "export_encoder", "load_encoder",
+           "load_state_dict_strict"]
 
 ENCODER_FORMAT = "neurofm.encoder"
 _VERSION = 1
@@ -184,3 +185,53 @@ def load_encoder(path, *, map_location="cpu"):
     encoder.config = dict(config)
     encoder.extra = payload.get("extra", {})
     return encoder.eval()
+
+
+_REFERENCE_PREDICTOR = (("predictor_embed.", "embed."), ("predictor_blocks.", "blocks."),
+                        ("predictor_norm.", "norm."), ("predictor_proj.", "proj."),
+                        ("predictor_2dpe_proj.predictor_pos_embed_proj.", "pos.proj."))
+_REFERENCE_ENCODER = (("patch_embed.proj.", "patch_embed."),
+                      ("pos_embed_proj.predictor_pos_embed_proj.", "pos.proj."))
+
+
+def convert_reference_state_dict(state_dict, part="encoder", *, gradients=None):
+    """Rename a Brain-JEPA reference state dict to neurofm's module names.
+
+    Parameters
+    ----------
+    state_dict : dict
+        ``encoder`` / ``target_encoder`` (its ``VisionTransformer``) or ``predictor`` (its
+        ``VisionTransformerPredictor``) entry of a reference checkpoint; a DDP ``module.``
+        prefix is removed.
+    part : {"encoder", "predictor"}
+        Which module the weights belong to.
+    gradients : array-like of shape (n_rois, k), optional
+        The gradient matrix (the reference keeps it outside the state dict); when given,
+        the ``pos.gradients`` / ``pos.has_gradients`` buffers are added.
+
+    Returns
+    -------
+    state_dict : dict
+        For :class:`BrainJEPAEncoder` / :class:`BrainJEPAPredictor` (the fixed sin-cos
+        tables are dropped: neurofm recomputes them; the patch convolution becomes a Linear).
+    """
+    if part not in ("encoder", "predictor"):
+        raise NeurofmError(f"part must be 'encoder' or 'predictor'; got {part!r}")
+    renames = _REFERENCE_ENCODER if part == "encoder" else _REFERENCE_PREDICTOR
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if ".emb_h" in key or ".emb_w" in key:
+            continue  # frozen sin-cos tables
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if key == "patch_embed.weight" and value.ndim == 4:
+            value = value.reshape(value.shape[0], -1)  # Conv2d (D, 1, 1, p) -> Linear (D, p)
+        out[key] = value
+    if gradients is not None:
+        g = torch.as_tensor(gradients, dtype=torch.float32)
+        out["pos.gradients"] = g.reshape(g.shape[-2], g.shape[-1])
+        out["pos.has_gradients"] = torch.tensor(True)
+    return out

@@ -113,3 +113,26 @@ def test_not_an_encoder_file(tmp_path):
         load_encoder(tmp_path / "junk.pt")
     with pytest.raises(FormatError, match="not found"):
         load_encoder(tmp_path / "nothing.pt")
+
+
+def test_reference_weights_give_the_reference_outputs():
+    """Weights of the reference's own model classes (golden file, see data/) load into
+    BrainJEPA through convert_reference_state_dict and reproduce its outputs."""
+    from pathlib import Path
+
+    from neurofm.models.export import convert_reference_state_dict
+
+    gold = torch.load(Path(__file__).parent / "data" / "reference_golden.pt",
+                      weights_only=True)
+    model = BrainJEPA(**gold["config"], gradients=gold["gradients"]).eval()
+    state = {f"encoder.{k}": v for k, v in convert_reference_state_dict(
+        {f"module.{k}": v for k, v in gold["encoder"].items()}, "encoder",
+        gradients=gold["gradients"][None]).items()}
+    state.update({f"predictor.{k}": v for k, v in convert_reference_state_dict(
+        gold["predictor"], "predictor", gradients=gold["gradients"]).items()})
+    load_state_dict_strict(model, state)
+    with torch.no_grad():
+        tokens = model.encode(gold["x"])
+        pred = model(gold["x"], gold["context_idx"], gold["target_idx"])
+    assert torch.allclose(tokens, gold["tokens"], atol=1e-5)
+    assert torch.allclose(pred, gold["pred"], atol=1e-5)
