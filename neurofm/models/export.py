@@ -47,6 +47,23 @@ def load_state_dict_strict(module, state_dict, *, source="state dict"):
     return module
 
 
+def _plain(obj):
+    """Checkpoint metadata as plain Python (loadable with ``weights_only=True``)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
 def _strip(state_dict, prefix):
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
@@ -89,7 +106,8 @@ def _from_checkpoint(ckpt, source, which):
             raise FormatError(f"{source}: no target-encoder weights (keys starting with "
                               f"{list(_TARGET_PREFIXES)}); use which='context'")
     load_state_dict_strict(model.encoder, encoder_sd, source=f"{source} ({which} encoder)")
-    extra = {k: v for k, v in (ckpt.get("neurofm") or {}).items() if k != "model_config"}
+    extra = _plain({k: v for k, v in (ckpt.get("neurofm") or {}).items()
+                    if k != "model_config"})
     return model, extra
 
 

@@ -25,7 +25,8 @@ def _checkpoint(model, objective):
     sd = {f"model.{k}": v for k, v in model.state_dict().items()}
     sd.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
     return {"state_dict": sd, "epoch": 3,
-            "neurofm": {"model_config": model.config, "seed": 7, "normalization": {"m": 1}}}
+            "neurofm": {"model_config": model.config, "seed": 7, "normalization": {"m": 1},
+                        "stats": np.arange(3.0), "step": np.int64(4)}}
 
 
 def test_round_trip_from_model(tmp_path):
@@ -49,7 +50,8 @@ def test_export_from_checkpoint_uses_the_target_encoder(tmp_path):
     target = load_encoder(export_encoder(ckpt, tmp_path / "t.pt"))
     assert torch.allclose(target(x), objective.target_encoder(x))
     assert not torch.allclose(target(x), model.encode(x))
-    assert target.extra == {"seed": 7, "normalization": {"m": 1}}
+    assert target.extra == {"seed": 7, "normalization": {"m": 1}, "stats": [0.0, 1.0, 2.0],
+                            "step": 4}
     context = load_encoder(export_encoder(ckpt, tmp_path / "c.pt", which="context"))
     assert torch.allclose(context(x), model.encode(x))
     # a checkpoint file on disk, and the hyper_parameters layout
