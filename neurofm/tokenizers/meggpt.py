@@ -248,6 +248,8 @@ class MEGGPTTokenizer(Tokenizer):
     standardize : bool
         Z-score each channel of each recording over time before encoding (population std,
         std 0 -> 1), as at training time; :meth:`decode` returns z-scores.
+    token_bias : bool
+        A learned constant added to the reconstruction (True in the release).
 
     Attributes
     ----------
@@ -257,12 +259,13 @@ class MEGGPTTokenizer(Tokenizer):
         ``total_token_counts`` (K,), ``label_map`` (n_tokens,) raw id -> refactored id
         (0 for unused raw ids).
     history_ : list of dict
-        Per-epoch training metrics (``epoch``, ``train_loss``, ``temperature``, ``val_loss``
-        when validation data were given).
+        Per-epoch training metrics: ``epoch``, ``train_loss``, ``train_pve``,
+        ``train_temperature``, and ``val_loss``, ``val_pve`` when validation data were given.
     """
 
     def __init__(self, n_tokens=128, rnn_units=128, rnn_layers=1, sequence_length=200,
-                 token_dim=10, padding="causal", n_channels=None, standardize=True):
+                 token_dim=10, padding="causal", n_channels=None, standardize=True,
+                 token_bias=True):
         self.n_tokens = n_tokens
         self.rnn_units = rnn_units
         self.rnn_layers = rnn_layers
@@ -271,6 +274,7 @@ class MEGGPTTokenizer(Tokenizer):
         self.padding = padding
         self.n_channels = n_channels
         self.standardize = standardize
+        self.token_bias = token_bias
         self.net_ = None
         self.vocab_ = None
         self.history_ = []
@@ -288,6 +292,7 @@ class MEGGPTTokenizer(Tokenizer):
             "n_channels": (None if self.n_channels is None
                            else check_positive_int("n_channels", self.n_channels)),
             "standardize": bool(self.standardize),
+            "token_bias": bool(self.token_bias),
         }
         if cfg["n_tokens"] < 2:
             raise NeurofmError(f"n_tokens must be >= 2; got {cfg['n_tokens']}")
@@ -296,7 +301,7 @@ class MEGGPTTokenizer(Tokenizer):
     def _build_net(self):
         cfg = self._config()
         return MEGGPTTokenizerNet(cfg["n_tokens"], cfg["rnn_units"], cfg["rnn_layers"],
-                                  cfg["token_dim"], cfg["padding"])
+                                  cfg["token_dim"], cfg["padding"], bias=cfg["token_bias"])
 
     @property
     def vocab_size(self):
@@ -611,11 +616,10 @@ class MEGGPTTokenizer(Tokenizer):
         tok = cls(n_tokens=cfg["n_tokens"], rnn_units=cfg["rnn_n_units"],
                   rnn_layers=cfg["rnn_n_layers"], sequence_length=cfg["sequence_length"],
                   token_dim=cfg["token_dim"], padding=cfg["token_kernel_padding"],
-                  n_channels=n_channels, standardize=True)
+                  n_channels=n_channels, standardize=True,
+                  token_bias=bool(cfg["token_kernel_bias"]))
         tok.trained_n_channels = cfg.get("n_channels")
         net = tok._build_net()
-        if not cfg["token_kernel_bias"]:
-            net.kernels.bias = None
         state = read_torch_state(path / "model_state.pt")
         load_state_dict_strict(net, _release_to_net_keys(state, cfg["rnn_n_layers"]),
                                path / "model_state.pt")

@@ -296,3 +296,26 @@ def test_trained_from_scratch_reaches_90_pve_on_held_out(spkit_eeg):
     pve_eeg = tok.pve(eeg[:, 1536:])
     pve_gen = tok.pve(meg_like(np.random.default_rng(1), 8, 1000))
     assert pve_eeg >= 90.0 and pve_gen >= 90.0, (pve_eeg, pve_gen)
+
+
+def test_pretrained_without_token_bias_loads_and_round_trips(release_dir, tmp_path):
+    (tmp_path / "rel").mkdir()
+    _copy_release(release_dir, tmp_path / "rel")
+    cfg = (tmp_path / "rel" / "config.yaml").read_text()
+    (tmp_path / "rel" / "config.yaml").write_text(
+        cfg.replace("  token_kernel_padding: causal", "  token_kernel_padding: causal\n"
+                    "  token_kernel_bias: false"))
+    with pytest.raises(FormatError, match=r"unexpected keys \['kernels.bias'\]"):
+        MEGGPTTokenizer.from_pretrained(tmp_path / "rel")
+    state = torch.load(tmp_path / "rel" / "model_state.pt", map_location="cpu",
+                       weights_only=True)
+    bias = state.pop("decoder_layer.token_basis_layer.bias")
+    torch.save(state, tmp_path / "rel" / "model_state.pt")
+    tok = MEGGPTTokenizer.from_pretrained(tmp_path / "rel")
+    assert tok.net_.kernels.bias is None
+    full = MEGGPTTokenizer.from_pretrained(release_dir)
+    tokens = np.ones((2, 30), dtype=np.int64)
+    np.testing.assert_allclose(tok.decode(tokens) + float(bias.sum()), full.decode(tokens),
+                               atol=1e-5)
+    tok.save(tmp_path / "saved")
+    np.testing.assert_array_equal(load(tmp_path / "saved").decode(tokens), tok.decode(tokens))
