@@ -1,0 +1,164 @@
+"""DSE / DSMI: parity with dse-dsmi, closed forms, options and bad inputs."""
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from neurofm.analysis.entropy import (
+    diffusion_spectral_entropy,
+    diffusion_spectral_mutual_information,
+)
+from neurofm.errors import DataError, NeurofmError
+
+with warnings.catch_warnings():  # dse_dsmi.diffusion calls warnings.filterwarnings("ignore")
+    import dse_dsmi
+
+
+@pytest.fixture(scope="module")
+def X():
+    return np.random.default_rng(0).uniform(0, 1, (240, 16))
+
+
+@pytest.mark.parametrize(("sigma", "t"), [(0.5, 1), (0.5, 3), (1.0, 1), (1.0, 2), (3.0, 1),
+                                          (3.0, 2), (10.0, 1), (10.0, 2)])
+def test_dse_parity_with_dse_dsmi(X, sigma, t):
+    ref = dse_dsmi.diffusion_spectral_entropy(X, gaussian_kernel_sigma=sigma, t=t)
+    fast = diffusion_spectral_entropy(X, sigma=sigma, t=t)
+    faithful = diffusion_spectral_entropy(X, sigma=sigma, t=t, reference=True)
+    assert abs(faithful - ref) < 1e-8
+    assert abs(fast - ref) < 1e-8
+    assert fast == pytest.approx(ref, rel=1e-7, abs=1e-13)  # also relative (DSE can be ~1e-4)
+    assert ref > 1e-5  # the values compared are not trivially ~0
+
+
+def test_dse_subsampling_above_max_n_matches_reference():
+    X = np.random.default_rng(1).normal(size=(300, 8))
+    for seed in (0, 7):
+        ref = dse_dsmi.diffusion_spectral_entropy(X, gaussian_kernel_sigma=2.0, max_N=120,
+                                                  random_seed=seed)
+        ours = diffusion_spectral_entropy(X, sigma=2.0, max_n=120, seed=seed)
+        assert abs(ours - ref) < 1e-8
+    full = diffusion_spectral_entropy(X, sigma=2.0, max_n=None)
+    assert abs(full - diffusion_spectral_entropy(X, sigma=2.0, max_n=120)) > 1e-3
+
+
+def test_fast_path_equals_reference_path_on_varied_inputs():
+    rng = np.random.default_rng(2)
+    for X in (rng.normal(size=(150, 3)) * 5, rng.exponential(size=(90, 40)),
+              np.repeat(rng.normal(size=(30, 4)), 3, axis=0)):  # duplicated rows
+        for sigma in (0.7, 4.0):
+            a = diffusion_spectral_entropy(X, sigma=sigma)
+            b = diffusion_spectral_entropy(X, sigma=sigma, reference=True)
+            assert abs(a - b) < 1e-8
+
+
+def test_torch_backend_matches_numpy(X):
+    a = diffusion_spectral_entropy(X, sigma=1.0)
+    b = diffusion_spectral_entropy(X, sigma=1.0, backend="torch")
+    c = diffusion_spectral_entropy(X, sigma=1.0, backend="torch", dtype="float32")
+    assert abs(a - b) < 1e-8
+    assert abs(a - c) < 1e-3
+
+
+def test_dse_closed_forms():
+    # k far-apart tight clusters: K is block diagonal with k rank-one blocks -> log2(k) bits
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(4, 5)) * 1000
+    X = np.repeat(centers, 25, axis=0) + rng.normal(size=(100, 5)) * 1e-4
+    assert diffusion_spectral_entropy(X, sigma=1.0) == pytest.approx(2.0, abs=1e-5)
+    # identical points: one eigenvalue -> ~0 bits
+    assert diffusion_spectral_entropy(np.ones((50, 3))) < 1e-10
+
+
+def test_dse_sigma_options_and_standardize(X):
+    assert diffusion_spectral_entropy(X, sigma="sqrt_dim") == pytest.approx(
+        diffusion_spectral_entropy(X, sigma=4.0), abs=1e-12)
+    d = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
+    med = np.median(d[np.triu_indices(len(X), 1)])
+    assert diffusion_spectral_entropy(X, sigma="median") == pytest.approx(
+        diffusion_spectral_entropy(X, sigma=med), abs=1e-10)
+    # not scale-invariant by default, scale-invariant with standardize or sigma="median"
+    assert abs(diffusion_spectral_entropy(10 * X, sigma=1.0)
+               - diffusion_spectral_entropy(X, sigma=1.0)) > 0.5
+    assert diffusion_spectral_entropy(10 * X, sigma=1.0, standardize=True) == pytest.approx(
+        diffusion_spectral_entropy(X, sigma=1.0, standardize=True), abs=1e-9)
+    assert diffusion_spectral_entropy(10 * X, sigma="median") == pytest.approx(
+        diffusion_spectral_entropy(X, sigma="median"), abs=1e-9)
+
+
+def test_dataarray_input_sample_dim_first(X):
+    da = xr.DataArray(X.T, dims=("feature", "sample"))
+    assert diffusion_spectral_entropy(da, sigma=1.0) == pytest.approx(
+        diffusion_spectral_entropy(X, sigma=1.0), abs=1e-12)
+
+
+def test_dsmi_integer_labels_parity(X):
+    y = np.random.default_rng(4).integers(0, 6, len(X))
+    ref, _ = dse_dsmi.diffusion_spectral_mutual_information(X, y, gaussian_kernel_sigma=1.0)
+    assert abs(diffusion_spectral_mutual_information(X, y, sigma=1.0) - ref) < 1e-8
+    assert abs(diffusion_spectral_mutual_information(X, y, sigma=1.0, reference=True) - ref) < 1e-8
+
+
+def test_dsmi_informative_labels_positive_and_parity():
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(5), 40)
+    X = rng.normal(size=(200, 6)) * 0.3 + np.eye(6)[y % 6][:, :6] * 3
+    ref, _ = dse_dsmi.diffusion_spectral_mutual_information(X, y, gaussian_kernel_sigma=1.0,
+                                                            t=2)
+    ours = diffusion_spectral_mutual_information(X, y, sigma=1.0, t=2)
+    assert abs(ours - ref) < 1e-8
+    assert ours > 0.5  # classes carry information about X
+
+
+def test_dsmi_float_labels_binned_parity(X):
+    y = np.random.default_rng(6).normal(size=len(X)) + X[:, 0]
+    ref, ref_labels = dse_dsmi.diffusion_spectral_mutual_information(X, y,
+                                                                     gaussian_kernel_sigma=1.0)
+    ours, labels = diffusion_spectral_mutual_information(X, y, sigma=1.0, return_labels=True)
+    assert abs(ours - ref) < 1e-8
+    np.testing.assert_array_equal(labels, ref_labels.reshape(-1))
+    assert labels.min() == 1 and labels.max() == 10  # 10 bins of the range, as the reference
+
+
+def test_dsmi_vector_labels_spectral_clustering_parity(X):
+    Y = np.random.default_rng(7).normal(size=(len(X), 5))
+    ref, ref_labels = dse_dsmi.diffusion_spectral_mutual_information(
+        X, Y, gaussian_kernel_sigma=2.0, n_clusters=4)
+    ours, labels = diffusion_spectral_mutual_information(X, Y, sigma=2.0, n_clusters=4,
+                                                         return_labels=True)
+    assert abs(ours - ref) < 1e-8
+    np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_dsmi_label_coordinate_name(X):
+    y = np.arange(len(X)) % 3
+    da = xr.DataArray(X, dims=("sample", "feature"), coords={"label": ("sample", y)})
+    assert diffusion_spectral_mutual_information(da, "label", sigma=1.0) == pytest.approx(
+        diffusion_spectral_mutual_information(X, y, sigma=1.0), abs=1e-12)
+
+
+def test_bad_inputs(X):
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        diffusion_spectral_entropy(Xn)
+    with pytest.raises(DataError, match="at least 2 samples"):
+        diffusion_spectral_entropy(X[:1])
+    with pytest.raises(NeurofmError, match="sigma"):
+        diffusion_spectral_entropy(X, sigma=-1)
+    with pytest.raises(NeurofmError, match="sigma"):
+        diffusion_spectral_entropy(X, sigma="silverman")
+    with pytest.raises(NeurofmError, match="t must"):
+        diffusion_spectral_entropy(X, t=0)
+    with pytest.raises(NeurofmError, match="backend"):
+        diffusion_spectral_entropy(X, backend="jax")
+    with pytest.raises(NeurofmError, match="float32"):
+        diffusion_spectral_entropy(X, dtype="float32")
+    with pytest.raises(DataError, match="rows"):
+        diffusion_spectral_mutual_information(X, np.zeros(5, dtype=int))
+    with pytest.raises(DataError, match="constant"):
+        diffusion_spectral_mutual_information(X, np.ones(len(X)))
+    with pytest.raises(NeurofmError, match="coordinate"):
+        diffusion_spectral_mutual_information(X, "label")
