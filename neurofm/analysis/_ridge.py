@@ -87,7 +87,10 @@ class TorchOps:
         t = self._t
         if isinstance(a, t.Tensor):
             return a.to(device=self.device, dtype=self.dtype).contiguous()
-        return t.as_tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.device)
+        a = np.ascontiguousarray(a)
+        if not a.flags.writeable:  # torch cannot wrap read-only memory (e.g. memmaps)
+            a = a.copy()
+        return t.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def to_numpy(self, a):
         return a.detach().cpu().numpy()
