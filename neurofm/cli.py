@@ -129,7 +129,13 @@ def main(argv=None):
     if argv and argv[0] in LIGHTNING_COMMANDS:  # fit / validate / test / predict
         from .training.cli import run_lightning_cli
 
-        return run_lightning_cli(argv)
+        try:
+            return run_lightning_cli(argv)
+        except NeurofmError as err:
+            if "--debug" in argv:
+                raise
+            print(f"neurofm: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -17,6 +17,8 @@ import sys
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
+from ..errors import NeurofmError
+
 __all__ = ["NeurofmCLI", "run_lightning_cli"]
 
 
@@ -37,8 +39,26 @@ def run_lightning_cli(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # from the console script the arguments are sys.argv itself: let LightningCLI read them
     args = None if argv == sys.argv[1:] else argv
-    NeurofmCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-               subclass_mode_data=True, args=args, save_config_kwargs={"overwrite": True},
-               parser_kwargs={"prog": "neurofm", "default_env": False},
-               auto_configure_optimizers=False)
+    try:
+        NeurofmCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                   subclass_mode_data=True, args=args, save_config_kwargs={"overwrite": True},
+                   parser_kwargs={"prog": "neurofm", "default_env": False},
+                   auto_configure_optimizers=False)
+    except ValueError as err:
+        # jsonargparse wraps errors of the classes it builds: surface neurofm's own message
+        cause = _neurofm_cause(err)
+        if cause is None:
+            raise
+        raise cause from err
     return 0
+
+
+def _neurofm_cause(err):
+    """The first NeurofmError in an exception's cause / context chain, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, NeurofmError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
