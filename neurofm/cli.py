@@ -8,6 +8,7 @@ Subcommands::
     neurofm preprocess CONFIG              run a Snakemake pipeline (pipelines/)
     neurofm sample-data [--out DIR]        build the bundled sample BIDS dataset
     neurofm verify STORE                   check a store's chunks and manifest (exit 1: damaged)
+    neurofm probe STORE --labels T --label-column C --encoder CKPT   encoders vs baselines
 
 Every :class:`~neurofm.errors.NeurofmError` is printed as one line (``neurofm: error: ...``)
 with exit status 2; tracebacks are shown only with ``--debug``.
@@ -116,6 +117,10 @@ def build_parser():
                    help="check presence and metadata only, not the chunk checksums")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_verify)
+
+    from .evals.cli import add_probe_parser  # neurofm probe (implemented in neurofm.evals)
+
+    add_probe_parser(sub)
     return parser
 
 

@@ -15,7 +15,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from ..errors import NeurofmError
 
 __all__ = ["BASELINES", "BandPower", "Connectivity", "RiemannTangent", "default_baselines",
-           "make_baseline"]
+           "fit_baseline", "make_baseline", "make_features", "make_head",
+           "oas_covariances"]
 
 #: modality -> default baselines
 _DEFAULTS = {"fmri": ("fc_correlation", "fc_tangent"),
@@ -57,26 +58,54 @@ class Connectivity(TransformerMixin, BaseEstimator):
         return self.measure_.transform([np.asarray(x, dtype=np.float64).T for x in X])
 
 
-class RiemannTangent(TransformerMixin, BaseEstimator):
-    """(n, C, T) windows -> tangent-space vectors of their (OAS) covariance matrices."""
+def oas_covariances(X):
+    """Oracle-approximating-shrinkage covariances of windows, vectorized.
 
-    def __init__(self, estimator="oas", metric="riemann"):
-        self.estimator, self.metric = estimator, metric
+    The estimator of :class:`sklearn.covariance.OAS` (Chen et al. 2010) on each window.
+
+    Parameters
+    ----------
+    X : float array of shape (n, C, T)
+
+    Returns
+    -------
+    covs : float64 array of shape (n, C, C)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n_ch, n_t = X.shape[1], X.shape[2]
+    X = X - X.mean(axis=2, keepdims=True)
+    emp = X @ X.transpose(0, 2, 1) / n_t  # (n, C, C)
+    mu = np.trace(emp, axis1=1, axis2=2) / n_ch  # (n,)
+    alpha = (emp ** 2).mean(axis=(1, 2))
+    num = alpha + mu ** 2
+    den = (n_t + 1) * (alpha - mu ** 2 / n_ch)
+    shrink = np.where(den == 0, 1.0, np.minimum(num / np.where(den == 0, 1.0, den), 1.0))
+    out = (1.0 - shrink)[:, None, None] * emp
+    out[:, np.arange(n_ch), np.arange(n_ch)] += (shrink * mu)[:, None]
+    return out
+
+
+class RiemannTangent(TransformerMixin, BaseEstimator):
+    """(n, C, T) windows -> tangent-space vectors of their OAS covariance matrices.
+
+    The tangent point (Riemannian mean of the training covariances) is fitted on the
+    training windows (pyriemann's :class:`~pyriemann.tangentspace.TangentSpace`).
+    """
+
+    def __init__(self, metric="riemann"):
+        self.metric = metric
 
     def fit(self, X, y=None):
         try:
-            from pyriemann.estimation import Covariances
             from pyriemann.tangentspace import TangentSpace
         except ImportError as exc:  # pragma: no cover
             raise ImportError("the riemann_tangent baseline needs pyriemann "
                               "(pip install pyriemann)") from exc
-        self.cov_ = Covariances(estimator=self.estimator)
-        self.ts_ = TangentSpace(metric=self.metric).fit(self.cov_.fit_transform(
-            np.asarray(X, dtype=np.float64)))
+        self.ts_ = TangentSpace(metric=self.metric).fit(oas_covariances(X))
         return self
 
     def transform(self, X):
-        return self.ts_.transform(self.cov_.transform(np.asarray(X, dtype=np.float64)))
+        return self.ts_.transform(oas_covariances(X))
 
 
 class BandPower(TransformerMixin, BaseEstimator):
@@ -109,6 +138,28 @@ class BandPower(TransformerMixin, BaseEstimator):
         return np.concatenate(feats, axis=1)
 
 
+def make_features(name, *, sfreq):
+    """The feature transformer of baseline ``name`` (one of :data:`BASELINES`)."""
+    features = {"fc_correlation": lambda: Connectivity("correlation"),
+                "fc_tangent": lambda: Connectivity("tangent"),
+                "riemann_tangent": RiemannTangent,
+                "log_bandpower": lambda: BandPower(sfreq=sfreq)}
+    if name not in features:
+        raise NeurofmError(f"unknown baseline {name!r}; choose from {BASELINES}")
+    return features[name]()
+
+
+def make_head(task, reg):
+    """StandardScaler -> logistic regression (``C=reg``) or ridge (``alpha=reg``)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    head = (LogisticRegression(C=reg, max_iter=2000) if task == "classification"
+            else Ridge(alpha=reg))
+    return make_pipeline(StandardScaler(), head)
+
+
 def make_baseline(name, task, *, sfreq, reg):
     """An sklearn pipeline: features -> StandardScaler -> logistic / ridge regression.
 
@@ -121,23 +172,22 @@ def make_baseline(name, task, *, sfreq, reg):
     reg : float
         ``C`` of the logistic regression or ``alpha`` of the ridge.
     """
-    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    features = {"fc_correlation": lambda: Connectivity("correlation"),
-                "fc_tangent": lambda: Connectivity("tangent"),
-                "riemann_tangent": RiemannTangent,
-                "log_bandpower": lambda: BandPower(sfreq=sfreq)}
-    if name not in features:
-        raise NeurofmError(f"unknown baseline {name!r}; choose from {BASELINES}")
-    head = (LogisticRegression(C=reg, max_iter=2000) if task == "classification"
-            else Ridge(alpha=reg))
-    return make_pipeline(features[name](), StandardScaler(), head)
+    return make_pipeline(make_features(name, sfreq=sfreq),
+                         *[step for _, step in make_head(task, reg).steps])
 
 
 def fit_baseline(name, task, X, y, splits, *, sfreq):
     """Fit on train with the regularization that scores best on val; predict test.
+
+    The features (tangent-space reference included) are fitted on the training windows only.
+
+    Parameters
+    ----------
+    X : float array of shape (n, C, T)
+    y : array of shape (n,)
+    splits : dict of "train" / "val" / "test" -> index arrays
 
     Returns
     -------
@@ -148,16 +198,19 @@ def fit_baseline(name, task, X, y, splits, *, sfreq):
     from .metrics import PRIMARY, score
 
     tr, va, te = splits["train"], splits["val"], splits["test"]
+    features = make_features(name, sfreq=sfreq).fit(X[tr])
+    f_tr, f_te = features.transform(X[tr]), features.transform(X[te])
     grid = _C_GRID if task == "classification" else _ALPHA_GRID
     best, best_reg = -np.inf, 1.0
-    if len(va) and len(grid) > 1:
+    if len(va):
+        f_va = features.transform(X[va])
         for reg in grid:
-            model = make_baseline(name, task, sfreq=sfreq, reg=reg).fit(X[tr], y[tr])
-            s = score(task, y[va], model.predict(X[va]))[PRIMARY[task]]
+            model = make_head(task, reg).fit(f_tr, y[tr])
+            s = score(task, y[va], model.predict(f_va))[PRIMARY[task]]
             if np.isfinite(s) and s > best:
                 best, best_reg = s, reg
-    model = make_baseline(name, task, sfreq=sfreq, reg=best_reg).fit(X[tr], y[tr])
-    pred = model.predict(X[te])
+    model = make_head(task, best_reg).fit(f_tr, y[tr])
+    pred = model.predict(f_te)
     if task == "classification":
-        return pred, model.predict_proba(X[te]), model.classes_
+        return pred, model.predict_proba(f_te), model.classes_
     return pred, None, None
