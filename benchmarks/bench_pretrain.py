@@ -12,12 +12,14 @@ The reference (github Eric-LRL/Brain-JEPA) is imported from a scratch checkout g
 its configured mode); ``--reference-mode normal`` runs its explicit-softmax attention
 instead. Without ``--reference`` only neurofm is measured and the report says so.
 
-Each configuration runs in its own subprocess, so its peak memory is its own: on CPU the
-peak resident-set growth during the timed steps over the resident set before them (model,
-optimizer state and batch included after the first step); on CUDA
-``torch.cuda.max_memory_allocated``. On CUDA ``--bf16 --compile`` adds autocast and
-``torch.compile`` and the report gives the model FLOPs utilization (FLOPs counted by
-``torch.utils.flop_counter`` on one eager step, over ``--peak-tflops``).
+Throughput: both implementations are built in one process and their steps alternate
+(ABBA...), medians reported, so a drifting machine load hits both alike. Peak memory: each
+implementation alone in its own process: on CPU the peak resident-set growth during two
+timed steps over the resident set before them (after a warmup step, so the optimizer state
+is already there); on CUDA ``torch.cuda.max_memory_allocated``. ``--bf16`` runs both under
+the same bf16 autocast (CPU too), ``--compile`` compiles both; on CUDA the report gives
+the model FLOPs utilization (FLOPs counted by ``torch.utils.flop_counter`` on one eager
+step, over ``--peak-tflops``).
 
 Usage::
 
@@ -202,96 +204,120 @@ def parity(reference, mode="flash_attn"):
 
 
 # ---------------------------------------------------------------------------- worker
+class _Runner:
+    """One implementation's pretraining step and encoder pass on a fixed batch."""
+
+    def __init__(self, impl, args, batch):
+        import torch
+
+        grads, _ = _gradients(args.reference)
+        torch.manual_seed(0)
+        if impl == "neurofm":
+            params, self.loss_fn, self.ema, self.encode_fn, modules, _ = _neurofm(args.size,
+                                                                                  grads)
+        else:
+            params, self.loss_fn, self.ema, self.encode_fn, modules, _ = _reference(
+                args.size, grads, args.reference, args.mode)
+        self.device = torch.device(args.device)
+        for m in modules:
+            m.to(self.device)
+        self.batch = batch
+        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)
+        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                               enabled=args.bf16)
+        self.flops = None
+        if self.device.type == "cuda":
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            with counter, self.autocast():
+                loss = self.loss_fn(batch)
+            with counter:
+                loss.backward()
+            self.opt.zero_grad(set_to_none=True)
+            self.flops = counter.get_total_flops()
+        if args.compile:
+            for m in modules:
+                m.compile()
+        self.n_steps = 0
+
+    def sync(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(self):
+        t0 = time.perf_counter()
+        with self.autocast():
+            loss = self.loss_fn(self.batch)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema(self.n_steps)
+        self.n_steps += 1
+        self.sync()
+        return time.perf_counter() - t0
+
+    def encode(self):
+        import torch
+
+        t0 = time.perf_counter()
+        with torch.no_grad(), self.autocast():
+            self.encode_fn(self.batch["signal"])
+        self.sync()
+        return time.perf_counter() - t0
+
+
 def worker(args):
+    """Time the implementations named in args.impl (comma-separated), steps interleaved."""
     import numpy as np
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    grads, _ = _gradients(args.reference)
-    if args.impl == "neurofm":
-        params, loss_fn, ema, encode, modules, _ = _neurofm(args.size, grads)
-    else:
-        params, loss_fn, ema, encode, modules, _ = _reference(args.size, grads,
-                                                              args.reference, args.mode)
-    for m in modules:
-        m.to(device)
-    batch = {k: v.to(device) for k, v in _masks(args.batch).items()
+    batch = {k: v.to(args.device) for k, v in _masks(args.batch).items()
              if k in ("signal", "context_idx", "target_idx")}
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    flops = None
-    if args.device == "cuda":
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter, autocast:
-            loss = loss_fn(batch)
-        with counter:
-            loss.backward()
-        opt.zero_grad(set_to_none=True)
-        flops = counter.get_total_flops()
-    if args.compile:
-        for m in modules:
-            m.compile()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def step(i):
-        with autocast:
-            loss = loss_fn(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema(i)
-        return float(loss)
-
-    for i in range(args.warmup):
-        step(i)
-    sync()
+    impls = args.impl.split(",")
+    runners = {impl: _Runner(impl, args, batch) for impl in impls}
+    for r in runners.values():
+        for _ in range(args.warmup):
+            r.step()
+            r.encode()
     base_rss = _rss_mb()
-    if device.type == "cuda":
+    if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times = {impl: {"step": [], "encode": []} for impl in impls}
     for i in range(args.steps):
-        t0 = time.perf_counter()
-        step(args.warmup + i)
-        sync()
-        times.append(time.perf_counter() - t0)
-    train_s = float(np.median(times))
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+        order = impls if i % 2 == 0 else impls[::-1]  # alternate: load drifts hit both
+        for impl in order:
+            times[impl]["step"].append(runners[impl].step())
+        for impl in order:
+            times[impl]["encode"].append(runners[impl].encode())
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else _peak_rss_mb() - base_rss)
-    # inference: encoder on all tokens
-    with torch.no_grad(), autocast:
-        encode(batch["signal"])
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            encode(batch["signal"])
-        sync()
-        enc_s = (time.perf_counter() - t0) / args.steps
     tokens = args.batch * N_ROIS * (N_FRAMES // PATCH)
-    out = {"impl": args.impl if args.impl == "neurofm" else f"reference[{args.mode}]",
-           "size": args.size, "batch": args.batch, "step_s": train_s,
-           "train_tokens_per_s": tokens / train_s, "encode_tokens_per_s": tokens / enc_s,
-           "peak_mb": peak, "flops_per_step": flops}
-    if flops and args.peak_tflops:
-        out["mfu"] = flops / train_s / (args.peak_tflops * 1e12)
-    print("RESULT " + json.dumps(out), flush=True)
+    for impl in impls:
+        step_s = float(np.median(times[impl]["step"]))
+        enc_s = float(np.median(times[impl]["encode"]))
+        out = {"impl": impl if impl == "neurofm" else f"reference[{args.mode}]",
+               "size": args.size, "batch": args.batch, "step_s": step_s,
+               "train_tokens_per_s": tokens / step_s, "encode_tokens_per_s": tokens / enc_s,
+               "peak_mb": peak if len(impls) == 1 else None,
+               "flops_per_step": runners[impl].flops, "interleaved": len(impls) > 1}
+        if out["flops_per_step"] and args.peak_tflops:
+            out["mfu"] = out["flops_per_step"] / step_s / (args.peak_tflops * 1e12)
+        print("RESULT " + json.dumps(out), flush=True)
 
 
 # ---------------------------------------------------------------------------- driver
 def _run(cmd, timeout):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-    return None
+    out = [json.loads(line[7:]) for line in proc.stdout.splitlines()
+           if line.startswith("RESULT ")]
+    if not out:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+    return out
 
 
 def main(argv=None):
@@ -312,7 +338,7 @@ def main(argv=None):
                    help="accelerator peak for MFU (H100/H200 dense bf16: 989)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--_worker", nargs=2, metavar=("IMPL", "SIZE"), help=argparse.SUPPRESS)
+    p.add_argument("--_worker", nargs=2, metavar=("IMPLS", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker:
         args.impl, args.size = args._worker
@@ -347,20 +373,26 @@ def main(argv=None):
     results = []
     for size in args.sizes:
         impls = ["neurofm"] + (["reference"] if ref_ok else [])
-        row = {}
+        # peak memory: each implementation alone in its own process (2 steps)
+        peaks = {}
         for impl in impls:
-            r = _run(common + ["--_worker", impl, size], args.timeout)
-            if r is None:
-                print(f"{impl} {size}: FAILED (see stderr)")
-                continue
-            row[impl] = r
+            r = _run(common + ["--_worker", impl, size, "--steps", "2"],
+                     args.timeout)
+            peaks[impl] = r[0]["peak_mb"] if r else float("nan")
+        # throughput: both in one process, steps interleaved (robust to load drift)
+        rows = _run(common + ["--_worker", ",".join(impls), size], args.timeout)
+        if not rows:
+            print(f"{size}: FAILED (see stderr)")
+            continue
+        for r, impl in zip(rows, impls):
+            r["peak_mb"] = peaks[impl]
             results.append(r)
             mfu = f", MFU {100 * r['mfu']:.1f} %" if r.get("mfu") else ""
             print(f"{r['impl']:>22} {size:>5}: step {r['step_s']:.3f} s, train "
                   f"{r['train_tokens_per_s']:,.0f} tok/s, encode "
                   f"{r['encode_tokens_per_s']:,.0f} tok/s, peak {r['peak_mb']:,.0f} MB{mfu}")
-        if len(row) == 2:
-            a, b = row["neurofm"], row["reference"]
+        if len(rows) == 2:
+            a, b = rows
             print(f"{'neurofm / reference':>22} {size:>5}: train x"
                   f"{a['train_tokens_per_s'] / b['train_tokens_per_s']:.2f}, encode x"
                   f"{a['encode_tokens_per_s'] / b['encode_tokens_per_s']:.2f}, peak memory x"
