@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BrainJEPA", "compute_gradients", "export_encoder", "group_fc", "load_encoder"]
+__all__ = ["BrainJEPA", "compute_gradients", "convert_reference_state_dict", "export_encoder",
+           "group_fc", "load_encoder"]
 
 _WHERE = {
     "BrainJEPA": "brainjepa",
@@ -16,6 +17,7 @@ _WHERE = {
     "group_fc": "gradients",
     "export_encoder": "export",
     "load_encoder": "export",
+    "convert_reference_state_dict": "export",
 }
 
 
