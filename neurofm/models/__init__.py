@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BrainJEPA", "compute_gradients", "convert_reference_state_dict", "export_encoder",
-           "group_fc", "load_encoder"]
+__all__ = ["BrainJEPA", "BrainMAE", "compute_gradients", "convert_reference_state_dict",
+           "export_encoder", "group_fc", "load_encoder"]
 
 _WHERE = {
     "BrainJEPA": "brainjepa",
+    "BrainMAE": "brainmae",
     "compute_gradients": "gradients",
     "group_fc": "gradients",
     "export_encoder": "export",

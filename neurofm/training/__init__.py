@@ -11,6 +11,7 @@ import importlib
 #: public name -> module (relative to this package)
 _LAZY = {
     "BrainDataModule": "datamodule",
+    "BrainMAEModule": "brainmae",
     "JEPAModule": "brainjepa",
     "NeurofmModule": "base",
     "TemperatureAnnealing": "tokenizer",
