@@ -283,3 +283,25 @@ def test_oas_covariances_match_sklearn():
     covs = oas_covariances(X)
     for x, c in zip(X, covs):
         np.testing.assert_allclose(c, OAS().fit(x.T).covariance_, rtol=1e-10)
+
+
+def test_regression_task_and_single_subject_store(planted_store, tmp_path):
+    store, labels = planted_store
+    rng = np.random.default_rng(0)
+    # a continuous target driven by the planted group: ridge on FC recovers it
+    target = {s: float(g) * 2.0 + 0.1 * rng.standard_normal() for s, g in labels.items()}
+    res = probe(None, store, target, window_samples=N_FRAMES, seeds=(0, 1),
+                baselines=["fc_correlation"])
+    assert res.attrs["task"] == "regression"
+    assert list(res["metric"].values) == ["mse", "pearson_r"]
+    assert float(res["mean"].sel(model="fc_correlation", metric="pearson_r")) > 0.8
+    from neurofm.store import write_store
+
+    from .conftest import planted_fmri
+
+    recs = planted_fmri(n_subjects=2, n_times=96)
+    for rec, _ in recs:
+        rec.attrs["subject"] = "01"  # two runs of one subject: no subject-disjoint split
+    one = write_store([r for r, _ in recs], tmp_path / "one")
+    with pytest.raises(DataError, match="at least 2 subjects"):
+        probe(None, one, {"01": 0}, window_samples=N_FRAMES, baselines=["fc_correlation"])
