@@ -305,16 +305,17 @@ def _khatri_rao(A, B, ops):
 def _hals_update(A, M, V, n_inner, ops):
     """Up to ``n_inner`` HALS sweeps on A (I, R) for min ||M - A V|| s.t. A >= 0."""
     R = A.shape[1]
+    diag = ops.numpy(V.diagonal())  # one device sync per update, not per column
     err0 = None
     for _ in range(n_inner):
         change = 0.0
         for k in range(R):
-            vkk = V[k, k]
-            if not float(vkk) > 0:
+            if not diag[k] > 0:
                 continue
-            new = ops.clip0(A[:, k] + (M[:, k] - A @ V[:, k]) / vkk)
-            change += ops.scalar(((new - A[:, k]) ** 2).sum())
+            new = ops.clip0(A[:, k] + (M[:, k] - A @ V[:, k]) / diag[k])
+            change = change + ((new - A[:, k]) ** 2).sum()
             A[:, k] = new
+        change = ops.scalar(change)
         if err0 is None:
             err0 = change
         elif change <= 1e-8 * err0:
