@@ -29,6 +29,8 @@ from ..errors import DataError, NeurofmError
 __all__ = [
     "diffusion_spectral_entropy",
     "diffusion_spectral_mutual_information",
+    "dse_over_training",
+    "plot_dse_over_training",
 ]
 
 _EPS = np.finfo(float).eps
@@ -40,7 +42,9 @@ def _as_matrix(X, name="X"):
     if isinstance(X, xr.DataArray):
         if X.ndim != 2:
             raise DataError(f"{name} must be a 2-D DataArray (sample, feature); got dims {X.dims}")
-        if "sample" in X.dims:
+        if "feature" in X.dims:  # (window | sample | recording, feature)
+            X = X.transpose(..., "feature")
+        elif "sample" in X.dims:
             X = X.transpose("sample", ...)
         X = X.values
     try:
@@ -348,3 +352,127 @@ def diffusion_spectral_mutual_information(X, y, *, sigma=10.0, t=1, n_repetition
             mi.append(cache[key] - h_cond)
         value = float(np.sum(counts / counts.sum() * np.array(mi)))
         return (value, labels) if return_labels else value
+
+
+# ------------------------------------------------------------------- over training
+def _checkpoint_name(ckpt, k):
+    import os
+
+    if isinstance(ckpt, (str, os.PathLike)):
+        return os.path.basename(os.fspath(ckpt))
+    return f"checkpoint{k}"
+
+
+def _checkpoint_step(name):
+    import re
+
+    for key in ("step", "epoch"):
+        m = re.search(rf"{key}=(\d+)", name)
+        if m:
+            return key, int(m.group(1))
+    return None, None
+
+
+def dse_over_training(checkpoints, store, *, labels=None, sigma=10.0, t=1, max_n=10000,
+                      seed=0, standardize=False, n_repetitions=5, n_clusters=10,
+                      backend="numpy", device=None, dtype=None, pool="mean", per="window",
+                      batch_size=64, split=None, window_samples=None, window_s=None,
+                      stride_s=None, names=None, verbose=None):
+    """DSE (and DSMI) of a model's representations across training checkpoints.
+
+    Every checkpoint is loaded and its frozen encoder embeds the same windows with
+    :func:`neurofm.evals.embed` (token-pooled features, one row per window or recording);
+    DSE of each embedding, and DSMI with the labels when there are any, are computed with
+    the same settings -- the DSE paper's use (Liao et al.: DSE of the representation rises
+    and DSMI with the classes grows as a network learns).
+
+    Parameters
+    ----------
+    checkpoints : sequence of str | os.PathLike | nn.Module | callable
+        ``neurofm fit`` checkpoints, exported encoder files or encoder modules, in training
+        order (anything ``neurofm.evals.embed`` accepts).
+    store : Store | str | WindowDataset
+        The windows to embed (see :func:`neurofm.evals.embed`).
+    labels : dict, optional
+        Recording id or subject -> class, for DSMI (or the dataset's own labels).
+    sigma, t, max_n, seed, standardize, backend, device, dtype
+        As in :func:`diffusion_spectral_entropy` (``sigma="median"`` or ``standardize=True``
+        keep values comparable while the scale of the representation drifts).
+    n_repetitions, n_clusters
+        As in :func:`diffusion_spectral_mutual_information`.
+    pool, per, batch_size, split, window_samples, window_s, stride_s
+        Passed to :func:`neurofm.evals.embed` (``device`` too).
+    names : sequence of str, optional
+        Checkpoint labels (default: file names, or ``checkpoint<k>`` for modules).
+    verbose : bool | str | int, optional
+        Log level for this call.
+
+    Returns
+    -------
+    xarray.DataArray of shape (n_checkpoints,)
+        DSE in bits, dim ``checkpoint``; coordinates ``dsmi`` (bits, NaN without labels),
+        ``n_samples`` and, when the file names hold ``step=`` / ``epoch=``, ``step`` /
+        ``epoch``. Plot it with :func:`plot_dse_over_training`.
+    """
+    from ..evals import embed
+
+    with use_log_level(verbose):
+        checkpoints = list(checkpoints)
+        if not checkpoints:
+            raise NeurofmError("checkpoints is empty; pass checkpoint files or encoders")
+        if names is None:
+            names = [_checkpoint_name(c, k) for k, c in enumerate(checkpoints)]
+        elif len(names) != len(checkpoints):
+            raise NeurofmError(f"names has {len(names)} entries for {len(checkpoints)} "
+                               "checkpoints")
+        dse, dsmi, n_samples = [], [], []
+        for name, ckpt in zip(names, checkpoints):
+            emb = embed(ckpt, store, pool=pool, per=per, batch_size=batch_size, device=device,
+                        split=split, window_samples=window_samples, window_s=window_s,
+                        stride_s=stride_s, labels=labels)
+            kw = {"sigma": sigma, "t": t, "seed": seed, "standardize": standardize,
+                  "backend": backend, "device": device, "dtype": dtype}
+            dse.append(diffusion_spectral_entropy(emb, max_n=max_n, **kw))
+            if "label" in emb.coords:
+                dsmi.append(diffusion_spectral_mutual_information(
+                    emb, emb["label"].values, n_repetitions=n_repetitions,
+                    n_clusters=n_clusters, **kw))
+            else:
+                dsmi.append(np.nan)
+            n_samples.append(emb.shape[0])
+            logger.info("dse_over_training: %s DSE %.4f DSMI %.4f bits", name, dse[-1],
+                        dsmi[-1])
+        coords = {"checkpoint": list(names), "dsmi": ("checkpoint", dsmi),
+                  "n_samples": ("checkpoint", n_samples)}
+        parsed = [_checkpoint_step(n) for n in names]
+        if all(k is not None for k, _ in parsed) and len({k for k, _ in parsed}) == 1:
+            coords[parsed[0][0]] = ("checkpoint", [v for _, v in parsed])
+        return xr.DataArray(np.asarray(dse), dims=("checkpoint",), coords=coords, name="dse",
+                            attrs={"units": "bits", "sigma": str(sigma), "t": t,
+                                   "standardize": standardize})
+
+
+def plot_dse_over_training(result, ax=None):
+    """DSE (and DSMI when known) against checkpoint; returns the matplotlib Axes.
+
+    Parameters
+    ----------
+    result : xarray.DataArray
+        The output of :func:`dse_over_training`.
+    ax : matplotlib Axes, optional
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    key = next((k for k in ("step", "epoch") if k in result.coords), None)
+    x = result[key].values if key else np.arange(result.sizes["checkpoint"])
+    ax.plot(x, result.values, "o-", label="DSE")
+    if "dsmi" in result.coords and np.isfinite(result["dsmi"].values).any():
+        ax.plot(x, result["dsmi"].values, "s--", label="DSMI")
+    ax.set_xlabel(key or "checkpoint")
+    ax.set_ylabel("bits")
+    if not key:
+        ax.set_xticks(x, result["checkpoint"].values, rotation=45, ha="right", fontsize=7)
+    ax.legend(frameon=False)
+    return ax

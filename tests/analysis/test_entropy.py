@@ -162,3 +162,64 @@ def test_bad_inputs(X):
         diffusion_spectral_mutual_information(X, np.ones(len(X)))
     with pytest.raises(NeurofmError, match="coordinate"):
         diffusion_spectral_mutual_information(X, "label")
+
+
+# ------------------------------------------------------------------- over training
+@pytest.fixture(scope="module")
+def two_group_store(tmp_path_factory):
+    """8 subjects x 4 windows; group 1 has 4x the variance on channels 0-1."""
+    from neurofm.schema import make_recording
+    from neurofm.store import write_store
+
+    rng = np.random.default_rng(0)
+    recs, labels = [], {}
+    for s in range(8):
+        x = rng.normal(size=(4, 400)).astype(np.float32)
+        if s % 2:
+            x[:2] *= 4
+        recs.append(make_recording(x, channel=[f"E{i}" for i in range(4)], sfreq=100.0,
+                                   modality="eeg", subject=f"{s:02d}"))
+        labels[f"{s:02d}"] = s % 2
+    return write_store(recs, tmp_path_factory.mktemp("dse") / "eeg"), labels
+
+
+class _LogPower(__import__("torch").nn.Module):
+    """(B, C, T) -> (B, 2 * C): per-channel log power, scaled by a 'training' gain."""
+
+    def __init__(self, gain):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x):
+        import torch
+
+        p = torch.log(x.pow(2).mean(-1))  # (B, C)
+        return torch.cat([self.gain * p, 0.0 * p + torch.randn_like(p) * 0.01], dim=1)
+
+
+def test_dse_over_training_values_and_dsmi(two_group_store):
+    import torch
+
+    from neurofm.analysis.entropy import dse_over_training, plot_dse_over_training
+    from neurofm.evals import embed
+
+    store, labels = two_group_store
+    torch.manual_seed(0)
+    encs = [_LogPower(0.0), _LogPower(3.0)]  # untrained (no signal) -> trained
+    names = ["epoch=0.ckpt", "epoch=5.ckpt"]
+    res = dse_over_training(encs, store, labels=labels, sigma=1.0, window_samples=100,
+                            names=names, device="cpu")
+    assert res.dims == ("checkpoint",) and list(res["epoch"].values) == [0, 5]
+    assert list(res["n_samples"].values) == [32, 32]
+    torch.manual_seed(0)
+    emb0 = embed(encs[0], store, labels=labels, window_samples=100)
+    assert res.values[0] == pytest.approx(diffusion_spectral_entropy(emb0, sigma=1.0),
+                                          abs=1e-8)
+    # the trained encoder separates the groups: DSMI with the labels rises
+    assert res["dsmi"].values[1] > 0.5 > abs(res["dsmi"].values[0])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert plot_dse_over_training(res) is not None
+    with pytest.raises(NeurofmError, match="empty"):
+        dse_over_training([], store)
