@@ -199,6 +199,9 @@ def affinity_tensor(recordings, *, neurons=None, sfreq=None, method="derivative_
         Float32, dims (time, animal, pair); time in seconds from each recording's start.
     """
     with use_log_level(verbose):
+        check_option("method", method, _METHODS)
+        smooth_s = 0.0 if smooth_s == 0 else check_positive("smooth_s", smooth_s)
+        window_s = check_positive("window_s", window_s)
         if isinstance(recordings, dict):
             labels, recs = [str(k) for k in recordings], list(recordings.values())
         else:
@@ -248,8 +251,7 @@ def affinity_tensor(recordings, *, neurons=None, sfreq=None, method="derivative_
             res = np.stack([np.interp(grid, rel, row) for row in rows])  # (N, T)
             z = _zscored_derivative(res, sfreq, smooth_s, f"affinity_tensor: {labels[a_idx]}",
                                     neurons)
-            a = _pair_affinity(z, check_option("method", method, _METHODS),
-                               max(2, round(window_s * sfreq)))
+            a = _pair_affinity(z, method, max(2, round(window_s * sfreq)))
             if out is None:
                 out = np.empty((n_t, len(recs), a.shape[1]), dtype=np.float32)
             out[:, a_idx] = a

@@ -245,6 +245,8 @@ def test_bad_inputs():
         differential_affinity(nan)
     with pytest.raises(NeurofmError, match="method"):
         differential_affinity(recs[0], method="granger")
+    with pytest.raises(NeurofmError, match="smooth_s"):
+        affinity_tensor(recs, smooth_s=-1)
     with pytest.raises(DataError, match="missing N09"):
         affinity_tensor(recs, neurons=["N00", "N09"])
     other = make_recording(np.random.rand(3, 100), channel=["x", "y", "z"], sfreq=4.0,
