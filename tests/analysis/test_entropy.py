@@ -223,3 +223,12 @@ def test_dse_over_training_values_and_dsmi(two_group_store):
     assert plot_dse_over_training(res) is not None
     with pytest.raises(NeurofmError, match="empty"):
         dse_over_training([], store)
+
+
+def test_inputs_not_mutated(X):
+    X0 = X.copy()
+    y = np.arange(len(X)) % 4
+    diffusion_spectral_entropy(X, sigma=1.0, standardize=True)
+    diffusion_spectral_mutual_information(X, y, sigma="median")
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(y, np.arange(len(X)) % 4)
