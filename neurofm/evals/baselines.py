@@ -195,7 +195,7 @@ def fit_baseline(name, task, X, y, splits, *, sfreq):
     proba : array of shape (n_test, n_classes) or None
     classes : array or None
     """
-    from .metrics import PRIMARY, score
+    from .metrics import primary_score
 
     tr, va, te = splits["train"], splits["val"], splits["test"]
     features = make_features(name, sfreq=sfreq).fit(X[tr])
@@ -206,7 +206,7 @@ def fit_baseline(name, task, X, y, splits, *, sfreq):
         f_va = features.transform(X[va])
         for reg in grid:
             model = make_head(task, reg).fit(f_tr, y[tr])
-            s = score(task, y[va], model.predict(f_va))[PRIMARY[task]]
+            s = primary_score(task, y[va], model.predict(f_va))
             if np.isfinite(s) and s > best:
                 best, best_reg = s, reg
     model = make_head(task, best_reg).fit(f_tr, y[tr])

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._logging import warn
 from ..errors import NeurofmError
-from .metrics import PRIMARY, score
+from .metrics import primary_score
 
 __all__ = ["FineTuneNet", "block_lists", "fine_tune", "layer_decay_param_groups",
            "linear_probe", "set_drop_path"]
@@ -104,6 +104,7 @@ def linear_probe(task, features, y, splits, *, seed=0, options=None, device=None
     nn.init.zeros_(head[1].bias)
     head.to(device)
     X = torch.as_tensor(features, dtype=torch.float32, device=device)
+    X_tr, X_va = X[tr], X[va]
     yt = target.encode(y[tr]).to(device)
     optim = torch.optim.AdamW(head.parameters(), lr=opt["lr"], weight_decay=opt["weight_decay"])
     best, best_state = -np.inf, copy.deepcopy(head.state_dict())
@@ -112,15 +113,15 @@ def linear_probe(task, features, y, splits, *, seed=0, options=None, device=None
         for b in _batches(len(tr), int(opt["batch_size"]), gen):
             if len(b) < 2:  # BatchNorm needs two samples in training mode
                 continue
-            loss = target.loss(head(X[tr][b]), yt[b])
+            loss = target.loss(head(X_tr[b]), yt[b])
             optim.zero_grad()
             loss.backward()
             optim.step()
         if len(va):
             head.eval()
             with torch.no_grad():
-                p, proba = target.decode(head(X[va]))
-            s = score(task, y[va], p, proba, target.classes)[PRIMARY[task]]
+                p, _ = target.decode(head(X_va))
+            s = primary_score(task, y[va], p)
             if np.isfinite(s) and s > best:
                 best, best_state = s, copy.deepcopy(head.state_dict())
     if len(va) and np.isfinite(best):
@@ -288,6 +289,7 @@ def fine_tune(task, encoder, signal, y, splits, *, seed=0, options=None, device=
                                       layer_decay=opt["layer_decay"])
     optim = torch.optim.AdamW(groups, lr=opt["lr"])
     yt = target.encode(y[tr])
+    X_tr = X[tr]
     bs = int(opt["batch_size"])
     total = max(1, int(opt["epochs"]) * math.ceil(len(tr) / bs))
     step = 0
@@ -308,14 +310,14 @@ def fine_tune(task, encoder, signal, y, splits, *, seed=0, options=None, device=
             lr = opt["min_lr"] + (opt["lr"] - opt["min_lr"]) * 0.5 * (1 + math.cos(math.pi * frac))
             for g in optim.param_groups:
                 g["lr"] = lr * g["lr_scale"]
-            loss = target.loss(net(X[tr][b].to(device)), yt[b].to(device))
+            loss = target.loss(net(X_tr[b].to(device)), yt[b].to(device))
             optim.zero_grad()
             loss.backward()
             optim.step()
             step += 1
         if len(va):
-            p, proba = predict(va)
-            s = score(task, y[va], p, proba, target.classes)[PRIMARY[task]]
+            p, _ = predict(va)
+            s = primary_score(task, y[va], p)
             if np.isfinite(s) and s > best:
                 best, best_state = s, copy.deepcopy(net.state_dict())
     if best_state is not None:
