@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BrainJEPA", "BrainMAE", "compute_gradients", "convert_reference_state_dict",
-           "export_encoder", "group_fc", "load_encoder"]
+__all__ = ["BrainJEPA", "BrainMAE", "InContextEncoder", "RoutingEncoder", "compute_gradients",
+           "convert_reference_state_dict", "export_encoder", "group_fc", "load_encoder"]
 
 _WHERE = {
     "BrainJEPA": "brainjepa",
@@ -19,6 +19,8 @@ _WHERE = {
     "export_encoder": "export",
     "load_encoder": "export",
     "convert_reference_state_dict": "export",
+    "RoutingEncoder": "encoders",
+    "InContextEncoder": "encoders",
 }
 
 
