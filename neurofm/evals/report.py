@@ -43,9 +43,9 @@ def verdicts(results):
             base = f"{ref} ({_fmt(b, sb)})"
             if not (np.isfinite(a) and np.isfinite(b)):
                 lines.append(f"{what} vs {base}: not comparable (undefined scores)")
-            elif a - b > pooled and a > b:
+            elif a - b > max(pooled, 1e-9):
                 lines.append(f"{what} beats {base}.")
-            elif a > b:
+            elif a - b > 1e-9:  # equal means (up to rounding) are no win
                 lines.append(f"{what} is above {base}, within the spread over seeds: no clear "
                              "win.")
             else:

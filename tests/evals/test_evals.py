@@ -305,3 +305,29 @@ def test_regression_task_and_single_subject_store(planted_store, tmp_path):
     one = write_store([r for r, _ in recs], tmp_path / "one")
     with pytest.raises(DataError, match="at least 2 subjects"):
         probe(None, one, {"01": 0}, window_samples=N_FRAMES, baselines=["fc_correlation"])
+
+
+def test_verdicts_say_plainly_when_the_encoder_does_not_win():
+    import xarray as xr
+
+    from neurofm.evals import verdicts
+
+    scores = np.array([[[0.4], [0.6], [0.5]],    # encoder: mean 0.5
+                       [[0.6], [0.4], [0.5]],    # its random init: mean 0.5 (other order)
+                       [[0.9], [1.0], [0.95]],   # baseline
+                       [[0.45], [0.55], [0.2]]])  # a second baseline, below
+    res = xr.Dataset({"score": (("model", "seed", "metric"), scores),
+                      "mean": (("model", "metric"), scores.mean(1)),
+                      "std": (("model", "metric"), scores.std(1, ddof=1))},
+                     coords={"model": ["enc linear", "random-init enc linear", "fc", "low"],
+                             "kind": ("model", ["encoder", "random", "baseline", "baseline"]),
+                             "metric": ["balanced_accuracy"]},
+                     attrs={"primary_metric": "balanced_accuracy"})
+    lines = verdicts(res)
+    assert "does NOT beat random-init enc linear" in lines[0]  # equal means are no win
+    assert "does NOT beat fc" in lines[1]
+    assert "is above low" in lines[2] and "no clear win" in lines[2]
+    res["score"][3] = [[0.1], [0.15], [0.12]]
+    res["mean"][3] = res["score"][3].mean("seed")
+    res["std"][3] = res["score"][3].std("seed", ddof=1)
+    assert verdicts(res)[2].startswith("enc linear (0.500 ± 0.100 balanced_accuracy) beats low")
