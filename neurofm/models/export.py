@@ -169,7 +169,8 @@ def load_encoder(path, *, map_location="cpu"):
 
     Returns
     -------
-    encoder : BrainJEPAEncoder
+    encoder : BrainJEPAEncoder | BrainMAEEncoder
+        (a BrainMAE file is dispatched to :func:`neurofm.models.brainmae.load_brainmae_encoder`)
         In eval mode, with ``encoder.config`` (the model config) and ``encoder.extra``
         (checkpoint metadata). ``encoder(x)`` maps (B, R, T) to (B, R * (T // p), D).
 
@@ -195,6 +196,10 @@ def load_encoder(path, *, map_location="cpu"):
         raise FormatError(f"{path}: encoder file version {payload['version']} is newer than "
                           f"this neurofm reads ({_VERSION}); upgrade neurofm")
     config = payload["config"]
+    if isinstance(config, dict) and config.get("model") == "BrainMAE":
+        from .brainmae import load_brainmae_encoder
+
+        return load_brainmae_encoder(payload, source=path)
     try:
         encoder = BrainJEPA(**{**config, "predictor_depth": 0}).encoder
     except TypeError as exc:

@@ -143,3 +143,6 @@ def test_export_and_load_encoder(tmp_path):
     from neurofm.evals import load_pretrained
 
     torch.testing.assert_close(load_pretrained(path)(x), enc(x))
+    from neurofm.models import load_encoder
+
+    torch.testing.assert_close(load_encoder(path)(x), enc(x))  # one loader for every model
