@@ -2,9 +2,9 @@
 
 Every ```python block and every shell block (```bash, ```sh, ```shell, ```console) is
 executed from a fresh directory laid out like the repository root after
-``neurofm sample-data`` (``datasets/sample`` and ``pipelines/``): the python blocks of one
-page run in order in one namespace (like a notebook), the shell blocks with bash, with the
-test environment's ``neurofm`` first on PATH.
+``neurofm sample-data`` (``datasets/sample``, ``pipelines/``, ``configs/``): the python
+blocks of one page run in order in one namespace (like a notebook), the shell blocks with
+bash, with the test environment's ``neurofm`` first on PATH.
 
 A block that cannot run offline or that must not run here (``make test``, ``pip install``,
 SLURM, synopses with placeholders) carries a marker on the line just above its fence::
@@ -195,7 +195,9 @@ def _workdir(tmp_path, sample_root):
     """A directory that looks like the repository root after ``neurofm sample-data``."""
     (tmp_path / "datasets").mkdir()
     shutil.copytree(sample_root, tmp_path / "datasets" / "sample", symlinks=True)
-    (tmp_path / "pipelines").symlink_to(ROOT / "pipelines", target_is_directory=True)
+    for name in ("pipelines", "configs"):  # read-only parts of the checkout the docs use
+        if (ROOT / name).is_dir():
+            (tmp_path / name).symlink_to(ROOT / name, target_is_directory=True)
     return tmp_path
 
 
