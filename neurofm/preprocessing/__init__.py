@@ -2,8 +2,8 @@
 
 Every function validates its input, never modifies it (the result shares no writable
 buffer with it: writing into an output never changes the caller's data), records itself in
-the ``history`` attribute of the result and works lazily on dask-backed recordings (chunked along time;
-filters run with an overlap covering their support)::
+the ``history`` attribute of the result and works lazily on dask-backed recordings
+(chunked along time; filters run with an overlap covering their support)::
 
     from neurofm import preprocessing as pp
     ds = pp.pick(ds, "eeg")
