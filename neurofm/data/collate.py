@@ -50,10 +50,13 @@ def collate(samples):
     counts = [int(s["signal"].shape[0]) for s in samples]
     n_ch, n_t, b = max(counts), lengths.pop(), len(samples)
     if min(counts) == n_ch:  # one channel set: plain stacking
-        signal = torch.stack([s["signal"] for s in samples])
-        mask = torch.stack([s["channel_mask"] for s in samples])
-        pos = torch.stack([s["ch_pos"] for s in samples])
-        pos_mask = torch.stack([s["ch_pos_mask"] for s in samples])
+        from torch.utils.data import default_collate
+
+        # default_collate stacks straight into shared memory inside a DataLoader worker,
+        # saving the copy the worker would otherwise make to send the batch
+        signal, mask, pos, pos_mask = (
+            default_collate([s[key] for s in samples])
+            for key in ("signal", "channel_mask", "ch_pos", "ch_pos_mask"))
     else:
         signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
         mask = torch.zeros((b, n_ch), dtype=torch.bool)
