@@ -62,6 +62,14 @@ class NormalizationStats:
         check_option("per", self.per, _PER)
 
     # ---------------------------------------------------------------- applying
+    def _maps(self, recording):
+        if self.per == "recording":
+            entry = self.recordings.get(recording)
+            if entry is None:
+                raise NeurofmError(f"no normalization statistics for recording {recording!r}")
+            return entry["center"], entry["scale"]
+        return self.center, self.scale
+
     def vectors(self, channels, recording=None):
         """Centre and scale vectors for a channel list.
 
@@ -76,16 +84,7 @@ class NormalizationStats:
         center, scale : numpy.ndarray of shape (n_channels,), float32
             Channels without statistics get centre 0 and scale 1.
         """
-        if self.per == "recording":
-            entry = self.recordings.get(recording)
-            if entry is None:
-                raise NeurofmError(f"no normalization statistics for recording {recording!r}")
-            center, scale = entry["center"], entry["scale"]
-        else:
-            center, scale = self.center, self.scale
-        c = np.array([center.get(str(ch), 0.0) for ch in channels], dtype=np.float32)
-        s = np.array([scale.get(str(ch), 1.0) for ch in channels], dtype=np.float32)
-        return c, s
+        return _vectors(channels, *self._maps(recording))
 
     def apply(self, x, channels, recording=None):
         """Normalize a window (a new array).
@@ -100,8 +99,7 @@ class NormalizationStats:
         -------
         x : numpy.ndarray of shape (n_channels, n_times), float32
         """
-        c, s = self.vectors(channels, recording)
-        return ((x - c[:, None]) / s[:, None]).astype(np.float32, copy=False)
+        return apply_stats(x, channels, *self._maps(recording))
 
     # ---------------------------------------------------------------- (de)serialization
     def to_dict(self):
@@ -155,6 +153,39 @@ class NormalizationStats:
         return cls.from_dict(d, source=path)
 
 
+def _vectors(channels, center, scale):
+    """float32 centre / scale vectors for ``channels`` (0 and 1 where a channel is absent)."""
+    c = np.array([center.get(str(ch), 0.0) for ch in channels], dtype=np.float32)
+    s = np.array([scale.get(str(ch), 1.0) for ch in channels], dtype=np.float32)
+    return c, s
+
+
+def apply_stats(x, channels, center, scale):
+    """``(x - center) / scale`` per channel, from name -> value maps (a new float32 array).
+
+    Parameters
+    ----------
+    x : numpy.ndarray of shape (n_channels, n_times)
+    channels : sequence of str of length n_channels
+    center, scale : dict of str -> float
+    """
+    c, s = _vectors(channels, center, scale)
+    return ((x - c[:, None]) / s[:, None]).astype(np.float32, copy=False)
+
+
+def _sample(rows, max_windows, seed):
+    """At most ``max_windows`` of ``rows`` (a seeded subset, in order)."""
+    if len(rows) > max_windows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_windows, replace=False))
+    return rows
+
+
+def _recording_samples(dataset, rec, max_windows, seed):
+    """Raw samples of up to ``max_windows`` windows of one recording: (n_channels, n)."""
+    rows = _sample(dataset._windows_of(rec), max_windows, seed)
+    return np.concatenate([dataset._raw_window(int(i)) for i in rows], axis=1), len(rows)
+
+
 def _center_scale(x, method):
     """Per-row centre and scale of (n_channels, n_samples) by ``method``."""
     if method == "zscore":
@@ -176,11 +207,8 @@ def _guard_scale(scale, names, where):
 
 def recording_stats(dataset, rec, method, max_windows, seed=0):
     """Statistics of one recording from up to ``max_windows`` of its windows."""
-    rows = dataset._windows_of(rec)
-    if len(rows) > max_windows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_windows, replace=False))
     names = dataset._channel_names(rec)
-    x = np.concatenate([dataset._raw_window(int(i)) for i in rows], axis=1)
+    x, _ = _recording_samples(dataset, rec, max_windows, seed)
     center, scale = _center_scale(x.astype(np.float64), "zscore" if method == "zscore"
                                   else "robust")
     scale = _guard_scale(scale, names, f"recording {dataset._rec_ids[rec]!r}")
@@ -236,9 +264,7 @@ def fit_normalization(dataset, method="zscore", per="channel", max_windows=1000,
         return NormalizationStats(method, per, recordings=table, n_windows=n)
     if method == "subject_means":
         return _subject_means(dataset, recs, max_windows, seed)
-    rows = np.arange(len(dataset))
-    if len(rows) > max_windows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_windows, replace=False))
+    rows = _sample(np.arange(len(dataset)), max_windows, seed)
     sums = {}
     for i in rows:
         rec = dataset._rec_of_row(int(i))
@@ -263,12 +289,9 @@ def _subject_means(dataset, recs, max_windows, seed):
     by_subject = {}
     n = 0
     for rec in recs:
-        rows = dataset._windows_of(rec)
-        if len(rows) > max_windows:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, max_windows, replace=False))
         names = dataset._channel_names(rec)
-        x = np.concatenate([dataset._raw_window(int(i)) for i in rows], axis=1)
-        n += len(rows)
+        x, used = _recording_samples(dataset, rec, max_windows, seed)
+        n += used
         subject = dataset._subjects[rec] or dataset._rec_ids[rec]
         entry = by_subject.setdefault(subject, {})
         for name, values in zip(names, x.astype(np.float64)):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._logging import logger, warn
 from ..errors import DataError, NeurofmError
-from .normalization import NormalizationStats, recording_stats
+from .normalization import NormalizationStats, apply_stats, recording_stats
 
 __all__ = ["WindowDataset"]
 
@@ -286,6 +286,11 @@ class WindowDataset:
     def _used_recordings(self):
         return sorted(set(self._rows_rec.tolist()))
 
+    @property
+    def recording_ids(self):
+        """Ids of the recordings that contribute at least one window (manifest order)."""
+        return [self._rec_ids[r] for r in self._used_recordings()]
+
     def _windows_of(self, rec):
         return np.flatnonzero(self._rows_rec == rec)
 
@@ -371,9 +376,7 @@ class WindowDataset:
             if entry is None:
                 entry = recording_stats(self, rec, stats.method, 1000, self.seed)
                 self._instance_stats[rec] = entry
-            c = np.array([entry["center"][n] for n in names], dtype=np.float32)
-            s = np.array([entry["scale"][n] for n in names], dtype=np.float32)
-            return ((x - c[:, None]) / s[:, None]).astype(np.float32, copy=False)
+            return apply_stats(x, names, entry["center"], entry["scale"])
         return stats.apply(x, names, rec_id)
 
     def _layout(self, rec):

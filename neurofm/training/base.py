@@ -70,8 +70,7 @@ def checkpoint_metadata(module):
         meta["store"] = None if store_path is None else os.fspath(store_path)
         meta["store_config_hash"] = _store_config_hash(store_path)
         for split, dataset in getattr(dm, "datasets", {}).items():
-            used = dataset._used_recordings()
-            meta["splits"][split] = [dataset._rec_ids[r] for r in used]
+            meta["splits"][split] = dataset.recording_ids
     return meta
 
 

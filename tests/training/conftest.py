@@ -45,6 +45,17 @@ def fmri_store(tmp_path_factory):
     recs = planted_fmri()
     splits = ["train"] * 6 + ["val", "test"]
     path = tmp_path_factory.mktemp("fmri") / "store"
-    store = write_store([r for r, _ in recs], path, splits=splits)
-    store.groups = {f"{int(r.attrs['subject']):02d}": g for r, g in recs}
-    return store
+    return write_store([r for r, _ in recs], path, splits=splits)
+
+
+def crash_callback(epoch):
+    """A Lightning callback that dies at the start of ``epoch`` (after the previous epoch's
+    checkpoint was written): a killed run, for the resume tests."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Crash(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == epoch:
+                raise RuntimeError("simulated kill")
+
+    return Crash()

@@ -16,7 +16,7 @@ from neurofm.errors import NeurofmError
 from neurofm.models import BrainMAE
 from neurofm.training import BrainDataModule, BrainMAEModule
 
-from .conftest import N_ROIS
+from .conftest import N_ROIS, crash_callback
 
 N_FRAMES, SEG = 48, 8
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -106,21 +106,13 @@ def test_checkpoint_metadata_and_encoder_export(fmri_store, tmp_path):
         other.load_state_dict(ckpt["state_dict"])
 
 
-class _Crash(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated kill")
-
 
 def _run(store, tmp_path, *, crash=None, ckpt_path=None):
     pl.seed_everything(0)
     module = BrainMAEModule(_model())
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1,
                            save_top_k=-1)
-    callbacks = [ckpt] + ([_Crash(crash)] if crash is not None else [])
+    callbacks = [ckpt] + ([crash_callback(crash)] if crash is not None else [])
     trainer = _trainer(tmp_path, max_epochs=3, callbacks=callbacks, limit_val_batches=1)
     trainer.fit(module, datamodule=_data(store, random_crop=True), ckpt_path=ckpt_path)
     return module, trainer

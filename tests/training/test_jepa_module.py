@@ -17,7 +17,7 @@ from neurofm.models import BrainJEPA
 from neurofm.objectives import JEPAObjective
 from neurofm.training import BrainDataModule, JEPAModule
 
-from .conftest import N_ROIS
+from .conftest import N_ROIS, crash_callback
 
 N_FRAMES, PATCH = 48, 16
 
@@ -117,23 +117,13 @@ def test_strict_loading_lists_mismatches(fmri_store, tmp_path):
                        state["model.encoder.norm.weight"])
 
 
-class _Crash(Callback):
-    """Dies at the start of an epoch, after the previous epoch's checkpoint was written."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated kill")
-
 
 def _run(store, tmp_path, *, crash=None, ckpt_path=None):
     pl.seed_everything(0)
     module = JEPAModule(_model())
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1,
                            save_top_k=-1)
-    callbacks = [ckpt] + ([_Crash(crash)] if crash is not None else [])
+    callbacks = [ckpt] + ([crash_callback(crash)] if crash is not None else [])
     trainer = _trainer(tmp_path, max_epochs=3, callbacks=callbacks, limit_val_batches=1,
                        enable_checkpointing=True)
     trainer.fit(module, datamodule=_data(store, random_crop=True), ckpt_path=ckpt_path)
