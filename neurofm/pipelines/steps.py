@@ -483,7 +483,10 @@ def run_script(smk, step):
     smk : snakemake.script.Snakemake
         The ``snakemake`` object Snakemake injects into scripts.
     step : {"read", "preprocess", "qc", "summary", "manifest"}
+        The pipeline step to run.
 
+    Notes
+    -----
     An error is written to the log as one line ``ERROR <rule> <recording>: <message>``
     (plus the traceback) and the job exits with status 1, so Snakemake marks only this job
     as failed and, with ``--keep-going``, finishes the others.
