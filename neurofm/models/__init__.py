@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BrainJEPA", "BrainMAE", "InContextEncoder", "RoutingEncoder", "compute_gradients",
-           "convert_reference_state_dict", "export_encoder", "group_fc", "load_encoder"]
+__all__ = ["MEGGPT", "BrainJEPA", "BrainMAE", "InContextEncoder", "RoutingEncoder",
+           "compute_gradients", "convert_reference_state_dict", "export_encoder", "generate",
+           "generate_tokens", "group_fc", "load_encoder", "sample_logits"]
 
 _WHERE = {
     "BrainJEPA": "brainjepa",
@@ -21,6 +22,10 @@ _WHERE = {
     "convert_reference_state_dict": "export",
     "RoutingEncoder": "encoders",
     "InContextEncoder": "encoders",
+    "MEGGPT": "meggpt",
+    "generate": "generation",
+    "generate_tokens": "generation",
+    "sample_logits": "generation",
 }
 
 
