@@ -54,9 +54,11 @@ def collate(samples):
 
         # default_collate stacks straight into shared memory inside a DataLoader worker,
         # saving the copy the worker would otherwise make to send the batch
-        signal, mask, pos, pos_mask = (
-            default_collate([s[key] for s in samples])
-            for key in ("signal", "channel_mask", "ch_pos", "ch_pos_mask"))
+        mask, pos, pos_mask = (default_collate([s[key] for s in samples])
+                               for key in ("channel_mask", "ch_pos", "ch_pos_mask"))
+        signal = _batch_buffer([s["signal"] for s in samples])
+        if signal is None:
+            signal = default_collate([s["signal"] for s in samples])
     else:
         signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
         mask = torch.zeros((b, n_ch), dtype=torch.bool)
@@ -81,3 +83,21 @@ def collate(samples):
         if key not in done:
             batch[key] = [s[key] for s in samples]
     return batch
+
+
+def _batch_buffer(signals):
+    """The (B, C, T) tensor whose rows are ``signals`` in order, or None.
+
+    :meth:`WindowDataset.__getitems__ <neurofm.data.WindowDataset.__getitems__>` reads a
+    batch into one buffer; stacking its rows again would only copy it.
+    """
+    base = signals[0]._base
+    if base is None or base.dim() != 3 or base.shape[0] != len(signals):
+        return None
+    step = base.stride(0) * base.element_size()
+    first = base.data_ptr()
+    for k, s in enumerate(signals):
+        if (s._base is not base or s.shape != base.shape[1:]
+                or s.data_ptr() != first + k * step):
+            return None
+    return base

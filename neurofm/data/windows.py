@@ -408,29 +408,60 @@ class WindowDataset:
         return layout
 
     def __getitem__(self, i):
+        return self._item(self._check_index(i))
+
+    def __getitems__(self, indices):
+        """The samples of a batch of indices (what a DataLoader asks for).
+
+        Equal to ``[self[i] for i in indices]``; when the windows share one shape (and no
+        ``transform`` is set), their ``signal`` tensors are the rows of one (B, C, T) buffer
+        that :func:`~neurofm.data.collate` returns as the batch without copying again.
+        """
         import torch
 
-        i = self._check_index(i)
+        rows = [self._check_index(i) for i in indices]
+        if self.transform is not None or not rows:
+            return [self._item(i) for i in rows]
+        shapes = {(len(self._layout(int(self._rows_rec[i]))["channel"]), int(self._rows_len[i]))
+                  for i in rows}
+        if len(shapes) > 1:
+            return [self._item(i) for i in rows]
+        (n_ch, length), = shapes
+        batch = torch.empty((len(rows), n_ch, length), dtype=torch.float32)
+        return [self._item(i, out=batch[k]) for k, i in enumerate(rows)]
+
+    def _item(self, i, out=None):
+        """Sample ``i`` (a checked index); ``out``: a float32 (C, T) tensor for the signal."""
+        import torch
+
         rec = int(self._rows_rec[i])
         start = self._start(i)
         length = int(self._rows_len[i])
-        x = self._store_obj().read_window(self._rec_ids[rec], start, start + length)
-        x = self._normalize(x, rec)
         layout = self._layout(rec)
-        if layout["index"] is None:
-            signal = x
+        store, rec_id = self._store_obj(), self._rec_ids[rec]
+        if out is not None and layout["index"] is None and self.normalization is None:
+            store.read_window(rec_id, start, start + length, out=out.numpy())
+            signal = out
         else:
-            signal = np.zeros((len(layout["index"]), length), dtype=np.float32)
-            signal[layout["present"]] = x[layout["index"][layout["present"]]]
+            x = self._normalize(store.read_window(rec_id, start, start + length), rec)
+            if layout["index"] is not None:
+                mapped = np.zeros((len(layout["index"]), length), dtype=np.float32)
+                mapped[layout["present"]] = x[layout["index"][layout["present"]]]
+                x = mapped
+            if out is None:
+                signal = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            else:
+                out.numpy()[...] = x
+                signal = out
         sample = {
-            "signal": torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
+            "signal": signal,
             # fresh tensors: nothing a caller mutates reaches the cached layout
             "channel_mask": torch.from_numpy(layout["mask"].copy()),
             "ch_pos": torch.from_numpy(layout["pos"].copy()),
             "ch_pos_mask": torch.from_numpy(layout["pos_mask"].copy()),
             "channel": list(layout["channel"]),
             "ch_type": list(layout["ch_type"]),
-            "recording": self._rec_ids[rec],
+            "recording": rec_id,
             "subject": self._subjects[rec],
             "sfreq": float(self._sfreq[rec]),
             "start": int(start),

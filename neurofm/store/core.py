@@ -212,7 +212,7 @@ class Store:
                               "(run Store.verify() / `neurofm verify`)")
         return ds
 
-    def read_window(self, rec_id, start, stop, *, channels=None):
+    def read_window(self, rec_id, start, stop, *, channels=None, out=None):
         """Read samples ``start:stop`` of one recording.
 
         Parameters
@@ -224,11 +224,15 @@ class Store:
             numpy integers.
         channels : slice | array-like of int, optional
             Channel selection; all channels by default.
+        out : numpy.ndarray of shape (n_channels, stop - start), float32, optional
+            Write the window into this array (e.g. one row of a batch buffer) instead of a
+            fresh one; only with ``channels=None``.
 
         Returns
         -------
         window : numpy.ndarray of shape (n_channels, stop - start), float32
-            A fresh array (safe to modify). Only the chunks overlapping the window are read.
+            A fresh array (safe to modify), or ``out``. Only the chunks overlapping the
+            window are read.
 
         Raises
         ------
@@ -248,8 +252,24 @@ class Store:
         if os.getpid() != self._pid:  # forked DataLoader worker: reopen lazily
             self._reset_readers()
         self._sync_if_changed()
-        out = self._read(rec_id, start, stop, retry=True)
-        return _select_channels(out, channels, out.shape[0])
+        if out is not None:
+            if channels is not None:
+                raise ArgumentTypeError("read_window: out= reads all channels; got channels="
+                                        f"{channels!r} too")
+            self._check_out(rec_id, start, stop, out)
+            return self._read(rec_id, start, stop, retry=True, out=out)
+        window = self._read(rec_id, start, stop, retry=True)
+        return _select_channels(window, channels, window.shape[0])
+
+    def _check_out(self, rec_id, start, stop, out):
+        n_ch = self._reader(rec_id).n_ch
+        want = (n_ch, stop - start)
+        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                or out.shape != want or not out.flags.writeable):
+            found = (f"{type(out).__name__} {getattr(out, 'dtype', '')} "
+                     f"{getattr(out, 'shape', '')}")
+            raise ArgumentTypeError(f"read_window({rec_id!r}): out must be a writeable float32 "
+                                    f"numpy array of shape {want}; got {found}")
 
     def verify(self, *, check_data=True, raise_on_error=False):
         """Check every chunk of every recording and the manifest against the folders.
@@ -456,7 +476,7 @@ class Store:
         """True when windows of ``rec_id`` are read through memory maps."""
         return self._reader(rec_id).layout is not None
 
-    def _read(self, rec_id, start, stop, *, retry):
+    def _read(self, rec_id, start, stop, *, retry, out=None):
         reader = self._reader(rec_id)
         if not 0 <= start < stop <= reader.n_times:
             raise WindowIndexError(f"read_window({rec_id!r}): need 0 <= start < stop <= "
@@ -465,19 +485,23 @@ class Store:
         where = reader.where
         if reader.layout is not None:
             try:
-                return self._maps.read(reader.layout, start, stop, where)
+                return self._maps.read(reader.layout, start, stop, where, out=out)
             except FileNotFoundError as err:
                 if retry and self._sync_if_changed():  # replaced meanwhile: read the new one
-                    return self._read(rec_id, start, stop, retry=False)
+                    return self._read(rec_id, start, stop, retry=False, out=out)
                 raise FormatError(f"{where}: signal chunk file {err.filename} is missing; "
                                   "the store is damaged (run `neurofm verify`)") from err
         try:
-            return self._read_zarr(reader, where, start, stop)
+            window = self._read_zarr(reader, where, start, stop)
         except FormatError:
             # a remote reader learns of a replacement only when the old version is gone
             if retry and self._sync_if_changed(force=True):
-                return self._read(rec_id, start, stop, retry=False)
+                return self._read(rec_id, start, stop, retry=False, out=out)
             raise
+        if out is None:
+            return window
+        out[...] = window
+        return out
 
     def _window_chunks(self, reader, start, stop):
         arr = reader.arr

@@ -128,13 +128,15 @@ class ChunkMaps:
                 break
         return block
 
-    def read(self, layout, start, stop, where):
-        """Samples ``start:stop`` of all channels as a fresh float32 array.
+    def read(self, layout, start, stop, where, out=None):
+        """Samples ``start:stop`` of all channels as a fresh float32 array (or into ``out``,
+        a float32 array of shape (n_ch, stop - start) checked by the caller).
 
         Raises FileNotFoundError naming the chunk file when one is missing.
         """
         chunk = layout["chunk"]
-        out = np.empty((layout["n_ch"], stop - start), dtype=np.float32)
+        if out is None:
+            out = np.empty((layout["n_ch"], stop - start), dtype=np.float32)
         for c in range(start // chunk, (stop - 1) // chunk + 1):
             c0 = c * chunk
             lo, hi = max(start, c0), min(stop, c0 + chunk)

@@ -317,3 +317,59 @@ def test_samples_do_not_alias_each_other_or_the_store(store):
     again = ds[0]
     for key, value in expected.items():
         assert torch.equal(again[key], value), key
+
+
+def _assert_same_batch(a, b):
+    assert set(a) == set(b)
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("options", [
+    {},                                                        # one buffer, no copy
+    {"channels": ["Cz", "Fz", "Oz"]},                          # channel mapping
+    {"normalization": "fit"},                                  # normalized windows
+    {"transform": "scale"},                                    # a user transform
+    {"split": None},                                           # mixed channel sets: padding
+])
+def test_batched_reads_equal_single_reads(store, options):
+    """DataLoader asks ``__getitems__``; it must give exactly ``[ds[i] for i in indices]``."""
+    options = dict(options)
+    if options.get("normalization") == "fit":
+        options["normalization"] = fit_normalization(
+            WindowDataset(store, window_s=1.0, split="train"), method="zscore")
+    if options.get("transform") == "scale":
+        def scale(sample):
+            return {**sample, "signal": sample["signal"] * 2.0}
+        options["transform"] = scale
+    options.setdefault("split", "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NeurofmWarning)  # missing channels are reported
+        ds = WindowDataset(store, window_s=1.0, stride_s=0.5, **options)
+    indices = list(range(len(ds)))[::-1]
+    batched = ds.__getitems__(indices)
+    single = [ds[i] for i in indices]
+    assert len(batched) == len(single)
+    for x, y in zip(batched, single):
+        _assert_same_batch(x, y)
+    if len({s["signal"].shape for s in single}) == 1:
+        _assert_same_batch(collate(batched), collate(single))
+
+
+def test_batched_read_is_collated_without_another_copy(store):
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    samples = ds.__getitems__([3, 0, 2])
+    batch = collate(samples)
+    # the batch is the buffer the windows were read into (rows are the samples' signals)
+    assert batch["signal"].data_ptr() == samples[0]["signal"].data_ptr()
+    for k, i in enumerate([3, 0, 2]):
+        rec, start, n = ds.window_info(i)
+        np.testing.assert_array_equal(batch["signal"][k].numpy(),
+                                      ds._store_obj().read_window(rec, start, start + n))
+    # rows of someone else's tensor, or rows out of order, are stacked (copied) instead
+    reordered = collate([samples[1], samples[0], samples[2]])
+    assert reordered["signal"].data_ptr() != batch["signal"].data_ptr()
+    np.testing.assert_array_equal(reordered["signal"][0].numpy(), batch["signal"][1].numpy())

@@ -73,3 +73,26 @@ def test_window_out_of_range(store):
             as info:
         store.read_window("sub-01", 990, 1001)
     assert isinstance(info.value, DataError) and isinstance(info.value, IndexError)
+
+
+@pytest.mark.parametrize("compressor", [None, "zstd"])  # memory-mapped / zarr read path
+def test_read_window_into_out_equals_fresh_read(tmp_path, compressor):
+    from neurofm.store import write_store
+    from neurofm.store.errors import ArgumentTypeError as ArgError
+
+    rec = make_recording(np.arange(3 * 500, dtype=np.float32).reshape(3, 500), sfreq=100.0,
+                         channel=["a", "b", "c"], modality="eeg", subject="01")
+    store = write_store([rec], tmp_path / "s", compressor=compressor, chunk_seconds=1.0)
+    rid = store.ids[0]
+    assert store._uses_fast_path(rid) == (compressor is None)
+    buf = np.full((2, 3, 120), np.nan, dtype=np.float32)
+    got = store.read_window(rid, 370, 490, out=buf[1])
+    assert got is not None and np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[1], store.read_window(rid, 370, 490))
+    assert np.isnan(buf[0]).all()  # nothing written outside out
+    for bad in (np.empty((3, 119), np.float32), np.empty((3, 120), np.float64),
+                np.empty((3, 120), np.float32)[:, ::1].T, [[0.0] * 120] * 3):
+        with pytest.raises(ArgError, match="out must be a writeable float32"):
+            store.read_window(rid, 370, 490, out=bad)
+    with pytest.raises(ArgError, match="out= reads all channels"):
+        store.read_window(rid, 370, 490, channels=[0], out=np.empty((1, 120), np.float32))
