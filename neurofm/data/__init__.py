@@ -1,4 +1,5 @@
-"""Training data from stores: windows as torch Datasets, collation, normalization, splits.
+"""Training data from stores: windows (signals or tokens) as torch Datasets, collation,
+normalization, splits.
 
 torch only (no Lightning): :class:`neurofm.training.BrainDataModule` wraps these for the
 Lightning trainer.
@@ -9,11 +10,13 @@ from __future__ import annotations
 from .collate import collate
 from .normalization import NORMALIZATION_METHODS, NormalizationStats, fit_normalization
 from .splits import split_by_subject
+from .tokens import TokenWindowDataset
 from .windows import WindowDataset
 
 __all__ = [
     "NORMALIZATION_METHODS",
     "NormalizationStats",
+    "TokenWindowDataset",
     "WindowDataset",
     "collate",
     "fit_normalization",
