@@ -415,34 +415,47 @@ class WindowDataset:
 
         Equal to ``[self[i] for i in indices]``; when the windows share one shape (and no
         ``transform`` is set), their ``signal`` tensors are the rows of one (B, C, T) buffer
-        that :func:`~neurofm.data.collate` returns as the batch without copying again.
+        (read by :meth:`neurofm.store.Store.read_windows`) that
+        :func:`~neurofm.data.collate` returns as the batch without copying again.
         """
         import torch
 
         rows = [self._check_index(i) for i in indices]
         if self.transform is not None or not rows:
             return [self._item(i) for i in rows]
-        shapes = {(len(self._layout(int(self._rows_rec[i]))["channel"]), int(self._rows_len[i]))
-                  for i in rows}
+        recs = [int(self._rows_rec[i]) for i in rows]
+        shapes = {(len(self._layout(r)["channel"]), int(self._rows_len[i]))
+                  for r, i in zip(recs, rows)}
         if len(shapes) > 1:
             return [self._item(i) for i in rows]
         (n_ch, length), = shapes
         batch = torch.empty((len(rows), n_ch, length), dtype=torch.float32)
-        return [self._item(i, out=batch[k]) for k, i in enumerate(rows)]
+        starts = [self._start(i) for i in rows]
+        direct = self.normalization is None and all(
+            self._layout(r)["index"] is None for r in set(recs))
+        if direct:  # raw windows straight into the buffer
+            self._store_obj().read_windows(
+                [(self._rec_ids[r], a, a + length) for r, a in zip(recs, starts)],
+                out=batch.numpy())
+            return [self._item(i, start=a, signal=batch[k])
+                    for k, (i, a) in enumerate(zip(rows, starts))]
+        return [self._item(i, start=a, out=batch[k])
+                for k, (i, a) in enumerate(zip(rows, starts))]
 
-    def _item(self, i, out=None):
-        """Sample ``i`` (a checked index); ``out``: a float32 (C, T) tensor for the signal."""
+    def _item(self, i, *, start=None, signal=None, out=None):
+        """Sample ``i`` (a checked index).
+
+        ``start``: its start when already drawn; ``signal``: its (C, T) tensor when already
+        read; ``out``: a float32 (C, T) tensor to write the signal into.
+        """
         import torch
 
         rec = int(self._rows_rec[i])
-        start = self._start(i)
+        start = self._start(i) if start is None else start
         length = int(self._rows_len[i])
         layout = self._layout(rec)
         store, rec_id = self._store_obj(), self._rec_ids[rec]
-        if out is not None and layout["index"] is None and self.normalization is None:
-            store.read_window(rec_id, start, start + length, out=out.numpy())
-            signal = out
-        else:
+        if signal is None:
             x = self._normalize(store.read_window(rec_id, start, start + length), rec)
             if layout["index"] is not None:
                 mapped = np.zeros((len(layout["index"]), length), dtype=np.float32)

@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from .._logging import logger, progress, use_log_level
-from ..errors import FormatError, NeurofmError
+from ..errors import DataError, FormatError, NeurofmError
 from ._fsutil import crash_point, fs_for, is_url, join, local_path, quiet_zarr, remove_tree
 from .errors import (
     ArgumentTypeError,
@@ -260,6 +260,52 @@ class Store:
             return self._read(rec_id, start, stop, retry=True, out=out)
         window = self._read(rec_id, start, stop, retry=True)
         return _select_channels(window, channels, window.shape[0])
+
+    def read_windows(self, windows, *, out=None):
+        """Read several windows of equal length into one array.
+
+        Parameters
+        ----------
+        windows : sequence of (str, int, int)
+            ``(rec_id, start, stop)`` per window, all of the same length and channel count.
+        out : numpy.ndarray of shape (n_windows, n_channels, n_samples), float32, optional
+            The array to read into (e.g. a batch buffer); a fresh one by default.
+
+        Returns
+        -------
+        batch : numpy.ndarray of shape (n_windows, n_channels, n_samples), float32
+            Row ``k`` equals ``read_window(*windows[k])``.
+
+        Raises
+        ------
+        ArgumentTypeError, RecordingNotFound, WindowIndexError, FormatError
+            As :meth:`read_window`; a ``DataError`` when the windows differ in length or
+            channel count.
+        """
+        windows = [(rec_id, _sample_index("start", start), _sample_index("stop", stop))
+                   for rec_id, start, stop in windows]
+        if not windows:
+            raise DataError("read_windows: no windows given")
+        if os.getpid() != self._pid:  # forked DataLoader worker: reopen lazily
+            self._reset_readers()
+        self._sync_if_changed()
+        shapes = {(self._reader(r).n_ch, b - a) for r, a, b in windows}
+        if len(shapes) > 1:
+            raise DataError(f"read_windows: windows differ in (channels, samples): "
+                            f"{sorted(shapes)[:6]}; read them with read_window")
+        (n_ch, n), = shapes
+        want = (len(windows), n_ch, n)
+        if out is None:
+            out = np.empty(want, dtype=np.float32)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
+              or out.shape != want or not out.flags.writeable):
+            found = (f"{type(out).__name__} {getattr(out, 'dtype', '')} "
+                     f"{getattr(out, 'shape', '')}")
+            raise ArgumentTypeError(f"read_windows: out must be a writeable float32 numpy "
+                                    f"array of shape {want}; got {found}")
+        for k, (rec_id, start, stop) in enumerate(windows):
+            self._read(rec_id, start, stop, retry=True, out=out[k])
+        return out
 
     def _check_out(self, rec_id, start, stop, out):
         n_ch = self._reader(rec_id).n_ch

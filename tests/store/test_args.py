@@ -96,3 +96,26 @@ def test_read_window_into_out_equals_fresh_read(tmp_path, compressor):
             store.read_window(rid, 370, 490, out=bad)
     with pytest.raises(ArgError, match="out= reads all channels"):
         store.read_window(rid, 370, 490, channels=[0], out=np.empty((1, 120), np.float32))
+
+
+def test_read_windows_equals_read_window(tmp_path):
+    from neurofm.store import write_store
+    from neurofm.store.errors import ArgumentTypeError as ArgError
+
+    rng = np.random.default_rng(0)
+    recs = [make_recording(rng.standard_normal((3, n)).astype(np.float32), sfreq=100.0,
+                           channel=["a", "b", "c"], modality="eeg", subject=s)
+            for s, n in (("01", 500), ("02", 400))]
+    store = write_store(recs, tmp_path / "s", chunk_seconds=1.0)
+    a, b = store.ids
+    wins = [(b, 0, 150), (a, 333, 483), (a, 0, 150), (b, 250, 400)]
+    got = store.read_windows(wins)
+    assert got.shape == (4, 3, 150) and got.dtype == np.float32
+    for k, w in enumerate(wins):
+        np.testing.assert_array_equal(got[k], store.read_window(*w))
+    with pytest.raises(DataError, match="differ in"):
+        store.read_windows([(a, 0, 150), (a, 0, 151)])
+    with pytest.raises(ArgError, match="out must be"):
+        store.read_windows(wins, out=np.empty((3, 3, 150), np.float32))
+    with pytest.raises(ArgError, match="start must be an integer"):
+        store.read_windows([(a, 0.5, 150)])
