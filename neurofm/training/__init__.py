@@ -13,8 +13,10 @@ _LAZY = {
     "BrainDataModule": "datamodule",
     "BrainMAEModule": "brainmae",
     "JEPAModule": "brainjepa",
+    "MEGGPTModule": "meggpt",
     "NeurofmModule": "base",
     "TemperatureAnnealing": "tokenizer",
+    "TokenDataModule": "meggpt",
     "TokenizerModule": "tokenizer",
     "train_tokenizer_net": "tokenizer",
 }
