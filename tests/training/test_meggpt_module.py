@@ -194,3 +194,23 @@ def test_fit_from_the_cli_with_the_shipped_config(store, tmp_path, monkeypatch):
     assert meta["tokenizer"]["class"] == "QuantileTokenizer" and meta["seed"] == 0
     assert list(Path("tokens").rglob("*.npy"))  # the token cache was written
     assert main(["validate", *args, "--ckpt_path", str(last[0])]) == 0
+
+
+@pytest.mark.slow
+def test_fit_on_the_meg_pipeline_store(tmp_path, monkeypatch):
+    """Sample data -> MEG pipeline -> neurofm fit with configs/data/meg_example.yaml."""
+    from neurofm.cli import main
+    from neurofm.datasets import make_sample_data
+
+    repo = CONFIGS.parent
+    monkeypatch.chdir(tmp_path)
+    make_sample_data("datasets/sample")
+    assert main(["preprocess", str(repo / "pipelines" / "config" / "meg_example.yaml")]) == 0
+    args = ["-c", str(CONFIGS / "meggpt.yaml"), "-c", str(CONFIGS / "data" / "meg_example.yaml"),
+            "-c", str(CONFIGS / "trainer" / "cpu_debug.yaml")]
+    assert main(["fit", *args]) == 0
+    last = next(p for p in Path("runs/cpu_debug").rglob("last.ckpt"))
+    meta = torch.load(last, weights_only=False)["neurofm"]
+    assert meta["sfreq"] == 150.0 and len(meta["channels"]) == 30
+    assert meta["session_ids"] == ["sub-04_task-rest", "sub-05_task-rest"]
+    assert meta["tokenizer"]["class"] == "QuantileTokenizer"
