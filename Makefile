@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test lint demo env env-all clean bench
+.PHONY: test lint demo env env-all clean bench docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,10 @@ demo: $(VENV)/.all-installed
 	$(PY) -m neurofm.demo --out demo_out
 
 bench: $(VENV)/.test-installed
-	$(PY) benchmarks/bench_windows.py
+	$(PY) benchmarks/run_all.py
+
+docs: $(VENV)/.test-installed
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
