@@ -31,6 +31,7 @@ _WHERE = {
     "plot_scores": "report",
     "save_report": "report",
     "verdicts": "report",
+    "spectral_similarity": "spectral",
 }
 
 __all__ = sorted(_WHERE)
