@@ -37,7 +37,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/run_all.py
 
 docs: $(VENV)/.test-installed
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
