@@ -9,6 +9,7 @@ Subcommands::
     neurofm sample-data [--out DIR]        build the bundled sample BIDS dataset
     neurofm verify STORE                   check a store's chunks and manifest (exit 1: damaged)
     neurofm probe STORE --labels T --label-column C --encoder CKPT   encoders vs baselines
+    neurofm demo [--out DIR] [--quick]     end to end on the sample data -> DIR/report.html
 
 Every :class:`~neurofm.errors.NeurofmError` is printed as one line (``neurofm: error: ...``)
 with exit status 2; tracebacks are shown only with ``--debug``.
@@ -121,6 +122,17 @@ def build_parser():
     from .evals.cli import add_probe_parser  # neurofm probe (implemented in neurofm.evals)
 
     add_probe_parser(sub)
+
+    from .demo import add_arguments as add_demo_arguments  # neurofm demo (neurofm.demo)
+
+    p = sub.add_parser("demo", help="run neurofm end to end on the bundled sample data and "
+                                    "write DIR/report.html",
+                       description="Sample data -> Snakemake pipelines -> Brain-JEPA / "
+                                   "BrainMAE pretraining -> probe -> RSA, encoding, DSE, "
+                                   "connectome -> one self-contained report.html. Finished "
+                                   "steps are reused; an interrupted run resumes.")
+    add_demo_arguments(p)
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -341,6 +353,14 @@ def _cmd_sample_data(args):
 
     out = make_sample_data(args.out, overwrite=args.overwrite)
     print(f"sample BIDS dataset ready in {out}")
+    return 0
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+
+    path = run_demo(args.out, quick=args.quick, cores=args.cores, force=args.force)
+    print(f"report: {path}")
     return 0
 
 

@@ -1,0 +1,48 @@
+"""Sizes of the demo: the full run and ``--quick`` (the same steps, smaller)."""
+
+from __future__ import annotations
+
+__all__ = ["FULL", "QUICK", "settings"]
+
+#: The full demo (about 10 minutes on 2 CPU cores).
+FULL = {
+    "name": "full",
+    # subjects per pipeline: None = every subject the example config selects
+    "subjects": {"eeg": None, "meg": None, "fmri": None, "calcium": None},
+    # runs per pipeline: None = every run
+    "runs": {"eeg": None, "meg": None, "fmri": None, "calcium": None},
+    "qc_max_seconds": 120.0,
+    "train_epochs": {"brainjepa": 12, "brainmae": 12},
+    "checkpoint_every": 2,
+    "probe_seeds": [0, 1, 2],
+    "probe_linear_epochs": 100,
+    "dse_max_n": 2000,
+    "encoding_heldout": "all",      # every parcel held out in turn
+    "ntf_rank": 4,
+    "ntf_seeds": 3,
+    "ntf_iter": 300,
+}
+
+#: ``--quick``: the same sections on fewer subjects, epochs and seeds (about 2 minutes).
+QUICK = {
+    "name": "quick",
+    "subjects": {"eeg": 1, "meg": 1, "fmri": 8, "calcium": 2},
+    "runs": {"eeg": None, "meg": None, "fmri": ["1"], "calcium": None},
+    "qc_max_seconds": 20.0,
+    "train_epochs": {"brainjepa": 4, "brainmae": 3},
+    "checkpoint_every": 1,
+    "probe_seeds": [0, 1],
+    "probe_linear_epochs": 30,
+    "dse_max_n": 500,
+    "encoding_heldout": 3,          # one parcel of each network
+    "ntf_rank": 3,
+    "ntf_seeds": 1,
+    "ntf_iter": 100,
+}
+
+
+def settings(quick):
+    """The settings dict of the full demo or of ``--quick`` (a copy)."""
+    import copy
+
+    return copy.deepcopy(QUICK if quick else FULL)
