@@ -64,7 +64,8 @@ def build_parser():
     p.add_argument("--montage", default=None, help="EEG montage to apply (e.g. standard_1020)")
     p.add_argument("--atlas", default=None,
                    help="fMRI atlas (labels/maps image, coordinate table or offline atlas "
-                        "name such as power_2011); BOLD runs are not converted without it")
+                        "name such as power_2011; a path with {subject} names each subject's "
+                        "own atlas); BOLD runs are not converted without it")
     p.add_argument("--modality", default=None, help="force the modality of ephys files")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other reader option (repeatable), e.g. --option infer_types=true "

@@ -190,8 +190,10 @@ def convert_bids(root, out, *, datatype=None, atlas=None, strict=False, overwrit
     datatype : str | sequence of str, optional
         Restrict to these datatypes ("eeg", "meg", "ieeg", "func", "ophys").
     atlas : optional
-        Atlas for BOLD runs (see :func:`~neurofm.io.fmri.read_fmri`). Without it BOLD runs
-        are skipped with a warning naming them, and listed in ``store.skipped``.
+        Atlas for BOLD runs (see :func:`~neurofm.io.fmri.read_fmri`); a path holding
+        ``{subject}`` (``{session}``, ``{task}``, ``{run}``) names each subject's own atlas.
+        Without it BOLD runs are skipped with a warning naming them, and listed in
+        ``store.skipped``.
     strict : bool
         Stop at the first failing file (re-raising its error) instead of skipping it.
     overwrite : bool
@@ -729,6 +731,19 @@ def _bids_id(rec):
     return entity_id(rec, keys=_ID_KEYS, suffix=rec["datatype"])
 
 
+def _atlas_for(atlas, rec):
+    """A path with ``{subject}`` (``{session}``, ``{task}``, ``{run}``) placeholders names each
+    subject's own (native-space) atlas; anything else is used as is."""
+    if isinstance(atlas, (str, os.PathLike)) and "{" in os.fspath(atlas):
+        try:
+            return os.fspath(atlas).format(**{k: rec.get(k) or "" for k in
+                                              ("subject", "session", "task", "run")})
+        except (KeyError, IndexError, ValueError) as err:
+            raise FormatError(f"atlas {os.fspath(atlas)!r}: bad placeholder ({err}); use "
+                              "{subject}, {session}, {task} or {run}") from None
+    return atlas
+
+
 def _read_bids(rec, atlas, read_kwargs):
     path = rec["path"]
     name, func = _reader_of(path, datatype=rec["datatype"])
@@ -736,7 +751,7 @@ def _read_bids(rec, atlas, read_kwargs):
     if name == "read_fmri":
         if rec["confounds"] and "confounds" not in kwargs:
             kwargs["confounds"] = "fmriprep"
-        kwargs["atlas"] = atlas
+        kwargs["atlas"] = _atlas_for(atlas, rec)
     elif "modality" in inspect.signature(func).parameters and "modality" not in kwargs:
         kwargs["modality"] = rec["datatype"]
     ds = func(path, **kwargs)

@@ -110,7 +110,7 @@ def _assert_chain_in_memory(store, out_dir, cfg, rec_id):
     np.testing.assert_allclose(store.read_window(rec_id, 0, n), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name,n_read", [("eeg", 3), ("meg", 2), ("fmri", 2),
+@pytest.mark.parametrize("name,n_read", [("eeg", 3), ("meg", 2), ("fmri", 40),
                                          ("calcium", 3)])
 def test_dry_run(sample_root, tmp_path, monkeypatch, capfd, name, n_read):
     monkeypatch.chdir(tmp_path)
@@ -347,7 +347,9 @@ def test_corrupt_edf_fails_only_its_job(sample_root, tmp_path, monkeypatch, capf
 
 def test_fmri_end_to_end(sample_root, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
-    cfg = example_config("fmri", sample_root, tmp_path / "out")
+    # one subject of the generated cohort (two runs) keeps the default suite fast; the whole
+    # cohort goes through tests/training/test_cli_fit.py (slow)
+    cfg = example_config("fmri", sample_root, tmp_path / "out", subjects=["10"])
     rc, text = _run(cfg, tmp_path, capfd, cores=2)
     assert rc == 0, text
     store = _check_store(tmp_path / "out", "fmri", 2)

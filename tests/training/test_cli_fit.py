@@ -96,6 +96,11 @@ def test_fit_on_the_fmri_pipeline_store(tmp_path, monkeypatch):
     last = next(c for c in _checkpoints("runs/cpu_debug") if c.name == "last.ckpt")
     _, meta = _check_metadata(last, "out/fmri_example/store")
     assert meta["store_config_hash"] == config_hash
-    assert sorted(meta["splits"]["train"]) == ["sub-06_task-rest_run-1",
-                                               "sub-06_task-rest_run-2"]
+    # the generated cohort: 20 subjects split 12 / 4 / 4 by subject, both runs together
+    splits = json.loads((store / "pipeline.json").read_text())["splits"]
+    assert sorted(meta["splits"]["train"]) == sorted(k for k, v in splits.items()
+                                                     if v == "train")
+    train_subjects = {k.split("_")[0] for k in meta["splits"]["train"]}
+    assert len(meta["splits"]["train"]) == 24 and len(train_subjects) == 12
+    assert meta["normalization"]["method"] == "subject_means"
     assert main(["validate", *args, "--ckpt_path", str(last)]) == 0
