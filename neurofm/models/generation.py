@@ -214,7 +214,7 @@ def generate_tokens(model, prompt=None, *, n_steps, batch_size=None, temperature
                     logits = model.last_logits(seq[:, start:t], session, 1)[:, -1]
                 elif cache_start != start:  # (re)fill the cache with the window
                     cache.reset()
-                    logits = model.step(seq[:, start:t], cache, session)[:, -1]
+                    logits = model.step(seq[:, start:t], cache, session, n_last=1)[:, -1]
                     cache_start = start
                 else:
                     logits = model.step(seq[:, t - 1:t], cache, session)[:, -1]

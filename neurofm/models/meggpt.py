@@ -153,6 +153,8 @@ class _SelfAttention(nn.Module):
             cache.v[layer, :, :, start:start + seq] = v
             n_keys = start + seq
             k, v = cache.k[layer, :, :, :n_keys], cache.v[layer, :, :, :n_keys]
+            if k.dtype != q.dtype:  # e.g. a float32 cache under bf16 autocast
+                k, v = k.to(q.dtype), v.to(q.dtype)
         n_q = seq
         if n_out is not None and n_out < seq:
             q, n_q = q[:, :, seq - n_out:], n_out
@@ -636,7 +638,7 @@ class MEGGPT(nn.Module):
                        device=p.device if device is None else device,
                        dtype=p.dtype if dtype is None else dtype)
 
-    def step(self, tokens, cache, session=None):
+    def step(self, tokens, cache, session=None, *, n_last=None):
         """Append tokens to a cache and return their logits (incremental decoding).
 
         Parameters
@@ -647,11 +649,14 @@ class MEGGPT(nn.Module):
         cache : KVCache
             From :meth:`new_cache` with the same B; ``cache.length`` grows by l.
         session : LongTensor of shape (B,), optional
+        n_last : int, optional
+            Return the logits of the last ``n_last`` of the l steps only (the keys and values
+            of all l are still cached); saves the last layer's work when filling a cache.
 
         Returns
         -------
-        logits : Tensor of shape (B, l, C, V)
-            Equal (up to float rounding) to the last l positions of
+        logits : Tensor of shape (B, l or n_last, C, V)
+            Equal (up to float rounding) to the last positions of
             ``forward(all tokens so far)``.
         """
         if not isinstance(cache, KVCache):
@@ -664,7 +669,9 @@ class MEGGPT(nn.Module):
             raise DataError(f"tokens have batch {b} but the cache was made for "
                             f"{cache.rows // self.n_channels}")
         session = self._check_session(session, b, values=False)
-        h = self._trunk(tokens, session, start=start, cache=cache)
+        if n_last is not None:
+            n_last = check_positive_int("n_last", n_last)
+        h = self._trunk(tokens, session, start=start, cache=cache, n_out=n_last)
         cache.length = start + tokens.shape[1]
         return self._to_blc(self.head(h), b)
 

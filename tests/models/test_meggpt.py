@@ -88,6 +88,11 @@ def test_cache_steps_equal_full_forward(position, channel_attention):
     cache.reset()
     with torch.no_grad():
         torch.testing.assert_close(model.step(x, cache, s), full, rtol=0, atol=1e-5)
+        cache.reset()  # only the last logits, every step's keys/values still cached
+        last = model.step(x[:, :7], cache, s, n_last=2)
+        torch.testing.assert_close(last, full[:, 5:7], rtol=0, atol=1e-5)
+        torch.testing.assert_close(model.step(x[:, 7:], cache, s), full[:, 7:], rtol=0,
+                                   atol=1e-5)
 
 
 def test_last_logits_and_loss_match_full_forward():
