@@ -38,6 +38,7 @@ ROOT = HERE.parent
 #: Reference checkouts some scripts compare against (scratch directories, never part of
 #: neurofm); override with the environment variable named here.
 BRAINJEPA_REF = os.environ.get("NEUROFM_BRAINJEPA_REF", "/tmp/brainjepa_ref")
+MEGGPT_REF = os.environ.get("NEUROFM_MEGGPT_REF", "/tmp/meggpt_ref")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,12 @@ QUICK: dict[str, Bench] = {
         needs=(BRAINJEPA_REF,),
         note="ViT-small only (default small and base), batch 2, 3 timed steps; needs a "
              "checkout of Eric-LRL/Brain-JEPA"),
+    "bench_meggpt": Bench(
+        ("--reference", MEGGPT_REF, "--batch", "2", "--steps", "3", "--gen-steps", "32",
+         "--gen-repeats", "1"),
+        needs=(MEGGPT_REF,),
+        note="training batch 2 (default 8), 3 timed steps (default 6), 32 generated steps, "
+             "1 generation repeat (default 2); needs a checkout of OHBA-analysis/MEG-GPT"),
 }
 
 
