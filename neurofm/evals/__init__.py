@@ -32,6 +32,8 @@ _WHERE = {
     "save_report": "report",
     "verdicts": "report",
     "spectral_similarity": "spectral",
+    "decode": "decoding",
+    "load_meggpt": "decoding",
 }
 
 __all__ = sorted(_WHERE)

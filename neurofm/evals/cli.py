@@ -8,6 +8,15 @@
 
 writes ``results.nc``, ``table.md``, ``report.html`` and ``scores.png`` under ``--out`` and
 prints the table with its verdicts.
+
+With a MEG-GPT checkpoint the MEG-GPT decoding protocol runs instead
+(:func:`neurofm.evals.decoding.decode`: event-locked epochs, cross-session and cross-subject,
+zero-shot and fine-tuned features against the raw epoch and the baselines)::
+
+    neurofm probe STORE --encoder meggpt=runs/meggpt/last.ckpt \
+        --events famous=0 unfamiliar=1 scrambled=2 button=3 --epoch-samples 80
+
+writes ``decoding.csv`` (every fold) and ``decoding.md`` (fold means, chance) under ``--out``.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ def add_probe_parser(sub):
                     "(fMRI: functional connectivity; EEG/MEG: covariance tangent space, log "
                     "band power), on the same subject-disjoint splits over several seeds.")
     p.add_argument("store", help="store directory or URL")
-    p.add_argument("--labels", required=True,
-                   help="TSV/CSV table with one row per subject or recording")
-    p.add_argument("--label-column", required=True, help="column holding the target")
+    p.add_argument("--labels", default=None,
+                   help="TSV/CSV table with one row per subject or recording (required "
+                        "unless --events)")
+    p.add_argument("--label-column", default=None, help="column holding the target")
     p.add_argument("--id-column", default=None,
                    help="column of subject or recording ids (default: the first of "
                         "recording, subject, participant_id)")
@@ -55,6 +65,14 @@ def add_probe_parser(sub):
     p.add_argument("--finetune-lr", type=float, default=None)
     p.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--out", default="probe_out", help="output folder")
+    p.add_argument("--events", nargs="+", default=None, metavar="DESCRIPTION=LABEL",
+                   help="event-locked epochs labelled by event (MEG-GPT decoding protocol)")
+    p.add_argument("--tmin", type=float, default=0.0, help="epoch start after the event (s)")
+    p.add_argument("--epoch-samples", type=int, default=80,
+                   help="epoch length in samples (MEG-GPT decoding; 80 in the paper)")
+    p.add_argument("--finetune-steps", type=int, default=100,
+                   help="self-supervised fine-tuning steps per fold (MEG-GPT decoding; 0: "
+                        "zero-shot only)")
     p.set_defaults(func=run_probe)
     return p
 
@@ -117,6 +135,16 @@ def run_probe(args):
     elif baselines == ["none"]:
         baselines = []
     encoders = _encoders(args.encoder) or None
+    from .decoding import is_meggpt_checkpoint
+
+    if encoders and any(is_meggpt_checkpoint(p) for p in encoders.values()):
+        return _run_meggpt_decoding(args, encoders, baselines)
+    if args.events:
+        raise NeurofmError("--events (event-locked decoding) needs MEG-GPT checkpoints as "
+                           "--encoder; other encoders are probed with --labels")
+    if args.labels is None or args.label_column is None:
+        raise NeurofmError("--labels and --label-column are required (or --events with a "
+                           "MEG-GPT checkpoint)")
     linear = {"epochs": args.linear_epochs} if args.linear_epochs else None
     finetune = {k: v for k, v in (("epochs", args.finetune_epochs),
                                   ("lr", args.finetune_lr)) if v is not None} or None
@@ -130,4 +158,55 @@ def run_probe(args):
     paths = save_report(res, args.out)
     print(to_markdown(res))
     print(f"written: {', '.join(paths.values())}")
+    return 0
+
+
+def _parse_events(items):
+    out = {}
+    for item in items or ():
+        desc, sep, label = item.rpartition("=")
+        try:
+            out[desc] = int(label)
+        except ValueError:
+            sep = ""
+        if not sep or not desc:
+            raise NeurofmError(f"--events: expected DESCRIPTION=INTEGER_LABEL; got {item!r}")
+    if not out:
+        raise NeurofmError("--events is required with MEG-GPT checkpoints (e.g. --events "
+                           "famous=0 unfamiliar=1 scrambled=2 button=3)")
+    return out
+
+
+def _run_meggpt_decoding(args, encoders, baselines):
+    """The MEG-GPT decoding protocol for every MEG-GPT checkpoint given."""
+    import pandas as pd
+
+    from .decoding import decode, is_meggpt_checkpoint, load_meggpt, summary_table
+
+    others = [n for n, p in encoders.items() if not is_meggpt_checkpoint(p)]
+    if others:
+        raise NeurofmError(f"--encoder {others}: not MEG-GPT checkpoints; the MEG-GPT "
+                           "decoding protocol runs MEG-GPT checkpoints only")
+    events = _parse_events(args.events)
+    tables = []
+    for name, path in encoders.items():
+        model, tokenizer = load_meggpt(path)
+        res = decode(model, tokenizer, args.store, events, n_samples=args.epoch_samples,
+                     tmin=args.tmin, baselines=baselines, finetune=args.finetune_steps > 0,
+                     finetune_steps=max(1, args.finetune_steps), seed=args.seeds[0],
+                     device=args.device)
+        res.insert(0, "model", name)
+        tables.append(res)
+    res = pd.concat(tables, ignore_index=True)
+    os.makedirs(args.out, exist_ok=True)
+    csv = os.path.join(args.out, "decoding.csv")
+    res.to_csv(csv, index=False)
+    lines = []
+    for name, part in res.groupby("model", sort=False):
+        lines += [f"## {name}", "", summary_table(part).to_markdown(floatfmt=".3f"), ""]
+    md = os.path.join(args.out, "decoding.md")
+    with open(md, "w") as fid:
+        fid.write("\n".join(lines))
+    print("\n".join(lines))
+    print(f"written: {csv}, {md}")
     return 0
