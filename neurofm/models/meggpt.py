@@ -293,6 +293,12 @@ class MEGGPT(nn.Module):
     -----
     Every output position ``(t, c)`` depends on the tokens at times ``<= t`` only; with
     ``channel_attention=False`` also on channel ``c`` only (and on the session).
+
+    Differences from the reference model: a final LayerNorm before the head (the reference
+    feeds the last residual stream to the head directly); the channel-attention option is one
+    pre-LN attention sub-block per layer (the reference adds its own feed-forward, channel
+    dropout and a stochastic drop of the whole branch); the sine-cosine table concatenates
+    sines and cosines instead of interleaving them (a fixed permutation of the width).
     """
 
     def __init__(self, vocab_size, n_channels, *, context=100, loss_last=16, d_model=256,
