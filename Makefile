@@ -30,8 +30,10 @@ lint: $(VENV)/.test-installed
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the main job: sample data -> pipelines -> pretraining -> probe -> analyses ->
+# demo_out/report.html (~10 min on 2 cores; `make demo DEMO_ARGS=--quick`: ~2 min)
 demo: $(VENV)/.all-installed
-	$(PY) -m neurofm.demo --out demo_out
+	$(PY) -m neurofm.demo --out demo_out $(DEMO_ARGS)
 
 bench: $(VENV)/.test-installed
 	$(PY) benchmarks/run_all.py

@@ -218,12 +218,15 @@ def _probe(out, probe):
         diff = be["mean"] - bb["mean"]
         pooled = float(np.sqrt((be["std"] ** 2 + bb["std"] ** 2) / 2))
         verdict = ("beats" if diff > max(pooled, 1e-9) else
-                   "is above, within the spread over seeds," if diff > 1e-9 else
-                   "does NOT beat")
+                   "is above, within the spread over seeds,"
+                   if diff > 1e-9 else "does NOT beat")
+        chance = 0.5 if probe["task"] == "classification" else 0.0
+        above = [r["model"] for r in (be, bb) if r["mean"] - r["std"] > chance + 1e-9]
         reading = (f"best encoder {be['model']} ({metric} {be['mean']:.3f} ± {be['std']:.3f}) "
                    f"{verdict} the best baseline {bb['model']} ({bb['mean']:.3f} ± "
-                   f"{bb['std']:.3f}) on {probe['n_subjects']} subjects' group labels "
-                   f"(chance 0.5 for two balanced groups), {probe['n_seeds']} seeds.")
+                   f"{bb['std']:.3f}) on the group labels of {probe['n_subjects']} subjects, "
+                   f"{probe['n_seeds']} seeds; above chance ({chance:g}) by more than one "
+                   "standard deviation: " + (", ".join(above) if above else "neither") + ".")
     else:
         reading = "no encoder or no baseline evaluated."
     items = "".join(f"<li>{html.escape(v)}</li>" for v in probe["verdicts"])
@@ -256,22 +259,26 @@ def _encoding(enc):
     rows = enc["rows"]
     nj = np.array([r["nn_brainjepa"] for r in rows], dtype=float)
     nr = np.array([r["nn_raw"] for r in rows], dtype=float)
+    ceil = np.array([r["ceiling"] for r in rows], dtype=float)
     better = int(np.sum(nj > nr))
-    reading = (f"over {len(rows)} held-out parcels, Brain-JEPA features of the other parcels "
-               f"reach a median {np.nanmedian(nj):.2f} of the noise ceiling over "
-               f"{enc['n_subjects']} subjects, {enc['n_folds']}-fold subject-wise CV (raw "
-               "other parcels: "
-               f"{np.nanmedian(nr):.2f}); the features beat the raw signals on {better} of "
-               f"{len(rows)} parcels.")
-    table = _table(("held-out parcel", "network", "noise ceiling (EV)", "R² Brain-JEPA",
-                    "R² raw", "normalized Brain-JEPA", "normalized raw"),
-                   [(html.escape(r["parcel"]), r["network"], _f(r["ev"]), _f(r["r2_brainjepa"]),
-                     _f(r["r2_raw"]), _f(r["nn_brainjepa"]), _f(r["nn_raw"])) for r in rows])
+    reading = (f"over {len(rows)} held-out parcels ({enc['n_subjects']} subjects, "
+               f"{enc['n_folds']}-fold subject-wise CV), Brain-JEPA features of the other "
+               f"parcels reach a median {np.nanmedian(nj):.2f} of the ceiling (median ceiling "
+               f"R² {np.nanmedian(ceil):.2f}), the raw patch means {np.nanmedian(nr):.2f}; the "
+               f"features beat the raw patch means on {better} of {len(rows)} parcels.")
+    table = _table(("held-out parcel", "network", "ceiling R²", "R² Brain-JEPA",
+                    "R² raw patch means", "Brain-JEPA / ceiling", "raw / ceiling"),
+                   [(html.escape(r["parcel"]), r["network"], _f(r["ceiling"]),
+                     _f(r["r2_brainjepa"]), _f(r["r2_raw"]), _f(r["nn_brainjepa"]),
+                     _f(r["nn_raw"])) for r in rows])
     body = (_img(enc["figure"], "encoding scores")
             + "<p class='small'>Ridge from the encoder's token features (the held-out parcel "
-              "is never shown to the model) to the held-out parcel, per 8-volume patch, "
-              "out-of-fold predictions of a subject-wise K-fold; noise ceiling: the "
-              "parcels of one network as repeated measurements of its signal.</p>" + table)
+              "is never shown to the model: only the other parcels' tokens are encoded) to "
+              "the held-out parcel, per 8-volume patch, out-of-fold predictions of a "
+              "subject-wise K-fold. Resting-state runs have no repeated presentations, so the "
+              "repeat-based noise ceiling is not defined; the ceiling is the out-of-fold R² of "
+              "ridge on every frame of the other parcels in the patch, and scores are divided "
+              "by it (<code>neurofm.analysis.noise_normalized</code>).</p>" + table)
     return _section("encoding", SECTIONS[5][1], reading, body, enc["command"])
 
 

@@ -91,7 +91,10 @@ def _run(out, quick, cores, force):
     def title(k, name):
         return f"{k}/{n_total} {name}"
 
-    sample = steps.run("sample", lambda: sample_data(out), params={"out": str(out)},
+    from ..datasets import SAMPLE_RECIPE
+
+    sample = steps.run("sample", lambda: sample_data(out),
+                       params={"out": str(out), "recipe": SAMPLE_RECIPE},
                        outputs=[out / "sample" / "participants.tsv"],
                        title=title(1, "sample dataset"))
     pipes = {}

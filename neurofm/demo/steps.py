@@ -186,18 +186,21 @@ def _raw_path(outdir, rec_id):
     return hits[0] if hits else None
 
 
-def _band_power_db(x, sfreq, freq, half_width=1.0):
-    """Mean Welch power (dB) of (channel, time) ``x`` within +-``half_width`` Hz of ``freq``
-    relative to the mean power within 5-15 Hz of ``freq``'s neighbourhood (a local floor)."""
+def _band_power_db(x, sfreq, freq):
+    """Height (dB) of a line peak: the largest Welch power (mean over channels) within
+    ``freq`` +- 1 Hz over the median power 3-6 Hz away on both sides; NaN above Nyquist."""
     from scipy.signal import welch
 
+    if freq + 6 >= sfreq / 2:
+        return float("nan")
     f, p = welch(x, fs=sfreq, nperseg=min(x.shape[-1], int(4 * sfreq)), axis=-1)
     p = p.mean(axis=0)
-    peak = p[(f >= freq - half_width) & (f <= freq + half_width)]
-    near = p[((f >= freq - 15) & (f <= freq - 5)) | ((f >= freq + 5) & (f <= freq + 15))]
+    peak = p[(f >= freq - 1) & (f <= freq + 1)]
+    d = np.abs(f - freq)
+    near = p[(d >= 3) & (d <= 6)]
     if not peak.size or not near.size:
         return float("nan")
-    return float(10 * np.log10(peak.mean() / near.mean()))
+    return float(10 * np.log10(peak.max() / np.median(near)))
 
 
 def _pipeline_check(outdir, store, modality):
@@ -215,8 +218,7 @@ def _pipeline_check(outdir, store, modality):
         x = np.asarray(before["signal"].values, dtype=float)
         sf = float(before.attrs["sfreq"])
         check["line_db_before"] = _band_power_db(x, sf, 50.0)
-        check["line_db_after"] = (_band_power_db(y, sf_after, 50.0) if sf_after / 2 > 56
-                                  else float("nan"))
+        check["line_db_after"] = _band_power_db(y, sf_after, 50.0)
         check["sfreq_before"], check["sfreq_after"] = sf, sf_after
     elif modality == "fmri":
         c = np.corrcoef(y)
@@ -444,7 +446,7 @@ def rsa_step(out, fmri_store, groups, trained):
         }
     plt = _pyplot()
     names = list(trained) + ["FC baseline"]
-    fig, axes = plt.subplots(1, len(names) + 2, figsize=(3.2 * (len(names) + 2), 3.4))
+    fig, axes = plt.subplots(1, len(names) + 2, figsize=(3.2 * (len(names) + 2), 3.9))
     plot_rdm(model, ax=axes[0], labels=False, colorbar=False, title="model: planted groups")
     for ax, n in zip(axes[1:], names):
         plot_rdm(rdms[n], ax=ax, labels=False, colorbar=False, rank=True,
@@ -496,22 +498,23 @@ def _patch_features(encoder, x, keep_rois, patch):
 
 
 def encoding_step(out, fmri_store, sample_root, trained, sizes):
-    """Encoding models from Brain-JEPA features to held-out parcels (noise-normalized).
+    """Encoding models from Brain-JEPA features to held-out parcels, with a ceiling.
 
-    For each held-out parcel the encoder sees the other parcels only; its token features
-    (mean over parcels, per 8-frame time patch) predict the held-out parcel's patch means
-    with ridge (alpha by inner CV), fitted on the other subjects in a subject-wise K-fold
-    (K = min(4, n_subjects)) and scored on the pooled out-of-fold predictions (R^2).
-    The noise ceiling treats the parcels of one network (atlas table ``network`` column)
-    as repeated measurements of the network's signal
-    (:func:`neurofm.analysis.explainable_variance`): a parcel's own noise is unpredictable
-    from anything else. The same model on the raw patch means of the other parcels is the
-    baseline.
+    For each held-out parcel the encoder sees the other parcels only (their tokens are the
+    only ones encoded); its token features (mean over parcels, per 8-frame time patch)
+    predict the held-out parcel's patch means with ridge (alpha by inner CV), fitted on the
+    other subjects of a subject-wise K-fold (K = min(4, n_subjects)) and scored on the pooled
+    out-of-fold predictions (R^2). Resting-state runs have no repeated presentations, so the
+    repeat-based noise ceiling (:func:`neurofm.analysis.explainable_variance`) is not defined;
+    the ceiling is instead the out-of-fold R^2 of ridge on every frame of the other parcels in
+    the patch (the linearly predictable variance given the same inputs), and scores are
+    divided by it with :func:`neurofm.analysis.noise_normalized`. The same ridge on the other
+    parcels' patch means is the baseline.
     """
     import pandas as pd
     import torch
 
-    from ..analysis import RidgeCV, explainable_variance, noise_normalized, r2_score
+    from ..analysis import RidgeCV, noise_normalized, r2_score
     from ..data import NormalizationStats
     from ..evals import load_pretrained
 
@@ -522,103 +525,102 @@ def encoding_step(out, fmri_store, sample_root, trained, sizes):
     recs = list(_runs(fmri_store))
     channels = [str(c) for c in recs[0][4]["channel"].values]
     n_rois = len(channels)
-    # the network of each parcel from the atlas table of the first cohort subject
-    tsvs = sorted(Path(sample_root).glob("derivatives/atlas/sub-*/anat/*_dseg.tsv"))
-    network = None
-    for tsv in tsvs:
+    network = dict.fromkeys(channels, "-")
+    for tsv in sorted(Path(sample_root).glob("derivatives/atlas/sub-*/anat/*_dseg.tsv")):
         t = pd.read_csv(tsv, sep="\t", dtype=str)
         if "network" in t and set(channels) <= set(t["name"]):
             network = dict(zip(t["name"], t["network"]))
             break
-    if network is None:
-        raise DataError(f"{sample_root}: no atlas table with a network column names the "
-                        f"parcels {channels[:3]}...; the encoding noise ceiling needs it")
     nets = sorted({network[c] for c in channels})
     if sizes["encoding_heldout"] == "all":
         heldout = list(range(n_rois))
     else:
         heldout = [channels.index(next(c for c in channels if network[c] == n)) for n in nets]
 
-    def patch_means(x):
+    def frames(x):
         n = (x.shape[1] // WINDOW) * WINDOW
-        return x[:, :n].reshape(x.shape[0], -1, patch).mean(axis=2).T   # (patches, ch)
+        return x[:, :n].reshape(x.shape[0], -1, patch)                # (ch, patches, frames)
 
     xs = []
     for rec_id, subject, _split, x, _ds in recs:
         if norm is not None:
             x = norm.apply(x, channels, recording=rec_id)
         xs.append((subject, np.asarray(x, dtype=np.float32)))
-    # noise ceiling: the parcels of a network as repeats of its signal, on every run
-    y_all = np.concatenate([patch_means(x) for _, x in xs])
-    ev = np.zeros(n_rois)
-    for n in nets:
-        members = [i for i, c in enumerate(channels) if network[c] == n]
-        reps = np.stack([y_all[:, [i]] for i in members])             # (repeats, time, 1)
-        ev[members] = float(explainable_variance(reps)[0])
-    # cross-validation over subjects: every subject is predicted by a model fitted on others
     subjects = sorted({s for s, _ in xs})
     n_folds = min(4, len(subjects))
     fold_of = {s: k % n_folds for k, s in enumerate(subjects)}
+    alphas = np.logspace(-2, 4, 13)
     torch.manual_seed(0)
     rows = []
     for h in heldout:
         keep = [i for i in range(n_rois) if i != h]
-        feats, raw, ys, folds = [], [], [], []
+        feats, means, full, ys, folds = [], [], [], [], []
         for s, x in xs:
-            m = patch_means(x)
+            f = frames(x)
             feats.append(_patch_features(encoder, x, keep, patch))
-            raw.append(m[:, keep])
-            ys.append(m[:, h])
-            folds.append(np.full(len(m), fold_of[s]))
-        F, R, Y, fold = (np.concatenate(feats), np.concatenate(raw), np.concatenate(ys),
-                         np.concatenate(folds))
-        row = {"parcel": channels[h], "network": network[channels[h]], "ev": float(ev[h])}
-        for name, X in (("brainjepa", F), ("raw", R)):
+            means.append(f[keep].mean(axis=2).T)                          # (patches, ch)
+            full.append(f[keep].transpose(1, 0, 2).reshape(f.shape[1], -1))
+            ys.append(f[h].mean(axis=1))
+            folds.append(np.full(f.shape[1], fold_of[s]))
+        Y, fold = np.concatenate(ys), np.concatenate(folds)
+        r2 = {}
+        for name, X in (("brainjepa", np.concatenate(feats)), ("raw", np.concatenate(means)),
+                        ("ceiling", np.concatenate(full))):
             pred = np.zeros_like(Y)
             for k in range(n_folds):
                 te = fold == k
-                model = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(X[~te], Y[~te, None])
+                model = RidgeCV(alphas=alphas).fit(X[~te], Y[~te, None])
                 pred[te] = np.ravel(model.predict(X[te]))
-            r2 = float(np.ravel(r2_score(Y[:, None], pred[:, None]))[0])
-            row[f"r2_{name}"] = r2
-            row[f"nn_{name}"] = float(np.ravel(noise_normalized([r2], [ev[h]]))[0])
+            r2[name] = float(np.ravel(r2_score(Y[:, None], pred[:, None]))[0])
+        row = {"parcel": channels[h], "network": network[channels[h]],
+               "ceiling": r2["ceiling"], "r2_brainjepa": r2["brainjepa"], "r2_raw": r2["raw"]}
+        for name in ("brainjepa", "raw"):
+            row[f"nn_{name}"] = float(np.ravel(noise_normalized([r2[name]],
+                                                                [r2["ceiling"]]))[0])
         rows.append(row)
-    fig_path = _encoding_figure(out, rows, channels)
+    fig_path = _encoding_figure(out, rows, channels, network)
     return {"rows": rows, "n_subjects": len(subjects), "n_folds": n_folds, "figure": fig_path,
             "n_heldout": len(rows),
-            "command": "see neurofm.demo.steps.encoding_step (neurofm.analysis.RidgeCV, "
-                       "explainable_variance, noise_normalized)"}
+            "command": ("python -c \"import neurofm.demo.steps as s, json; print(json.dumps("
+                        f"s.encoding_step('{out}', '{fmri_store}', '{sample_root}', "
+                        f"{{'brainjepa': {{'last': '{trained['brainjepa']['last']}'}}}}, "
+                        f"{{'encoding_heldout': {sizes['encoding_heldout']!r}}})['rows']))\"")}
 
 
-def _encoding_figure(out, rows, channels):
+def _encoding_figure(out, rows, channels, network):
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2, 1]})
-    names = [r["parcel"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(rows))
-    nn_j = np.array([r["nn_brainjepa"] for r in rows])
-    nn_r = np.array([r["nn_raw"] for r in rows])
-    axes[0].bar(x - 0.2, nn_j, 0.4, label="Brain-JEPA features")
-    axes[0].bar(x + 0.2, nn_r, 0.4, label="raw other parcels", color="tab:orange")
-    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-    axes[0].set_xticks(x, [f"{n}\n({r['network']})" for n, r in zip(names, rows)],
-                       fontsize=6)
-    axes[0].set_ylabel("R² / noise ceiling (out of fold)")
+    axes[0].bar(x - 0.2, [r["nn_brainjepa"] for r in rows], 0.4, label="Brain-JEPA features")
+    axes[0].bar(x + 0.2, [r["nn_raw"] for r in rows], 0.4, label="raw patch means",
+                color="tab:orange")
+    axes[0].axhline(1.0, color="k", lw=0.8, ls="--", label="ceiling")
+    axes[0].set_xticks(x, [f"{r['parcel'].replace('grid_', '')}\n{r['network']}"
+                           for r in rows], fontsize=7)
+    axes[0].set_ylabel("R² / ceiling (out of fold)")
     axes[0].legend(frameon=False, fontsize=7)
-    # score map: parcels on their 2 x 2 x 3 grid when the names say so, else one row
-    grid = np.full(len(channels), np.nan)
-    for r in rows:
-        grid[channels.index(r["parcel"])] = r["nn_brainjepa"]
-    side = int(np.ceil(np.sqrt(len(channels))))
-    full = np.full(side * side, np.nan)
-    full[:len(channels)] = grid
-    im = axes[1].imshow(full.reshape(side, side), cmap="viridis", vmin=0,
-                        vmax=max(1.0, np.nanmax(full) if np.isfinite(full).any() else 1.0))
-    for k, c in enumerate(channels):
-        axes[1].text(k % side, k // side, c.replace("grid_", ""), ha="center", va="center",
-                     fontsize=5, color="w")
+    # score map: networks (rows) x their parcels (columns)
+    nets = sorted({network[c] for c in channels})
+    members = {n: [c for c in channels if network[c] == n] for n in nets}
+    width = max(len(m) for m in members.values())
+    grid = np.full((len(nets), width), np.nan)
+    by_parcel = {r["parcel"]: r["nn_brainjepa"] for r in rows}
+    for i, n in enumerate(nets):
+        for j, c in enumerate(members[n]):
+            grid[i, j] = by_parcel.get(c, np.nan)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.9")
+    im = axes[1].imshow(grid, cmap=cmap, vmin=0, vmax=max(1.0, float(np.nanmax(grid))))
+    for i, n in enumerate(nets):
+        for j, c in enumerate(members[n]):
+            v = grid[i, j]
+            axes[1].text(j, i, f"{c.replace('grid_', '')}\n"
+                         + ("not held out" if np.isnan(v) else f"{v:.2f}"),
+                         ha="center", va="center", fontsize=6,
+                         color="k" if np.isnan(v) or v > 0.6 else "w")
+    axes[1].set_yticks(range(len(nets)), nets)
     axes[1].set_xticks([])
-    axes[1].set_yticks([])
-    axes[1].set_title("noise-normalized R² per parcel", fontsize=8)
+    axes[1].set_title("Brain-JEPA R² / ceiling per parcel", fontsize=9)
     fig.colorbar(im, ax=axes[1], fraction=0.046)
     fig.tight_layout()
     return _savefig(fig, Path(out) / "figures" / "encoding.png")
@@ -687,3 +689,110 @@ def connectome_step(out, calcium_store, sizes):
                         f"st = ns.open_store('{calcium_store}'); "
                         "dc = na.dynamic_connectome([st.open(i).load() for i in st.ids], "
                         f"rank={sizes['ntf_rank']}); print(dc.communities)\"")}
+
+
+# --------------------------------------------------------------------------------------------
+# MEG-GPT: pretraining on the MEG store, generation and its spectral check
+# --------------------------------------------------------------------------------------------
+def meggpt_config(out, store_path, sizes):
+    """The run file of the MEG-GPT run (store, channels, sessions, token cache, logger,
+    checkpoints); composed after ``configs/meggpt.yaml``, ``configs/data/meg_example.yaml``
+    and ``configs/demo/meggpt.yaml``."""
+    import yaml
+
+    from ..store import open_store
+
+    man = open_store(store_path).manifest
+    run = (Path(out) / "runs" / "meggpt").resolve()
+    cfg = {
+        "model": {"init_args": {"model": {"init_args": {
+            "n_channels": int(man["n_channels"].max()), "n_sessions": len(man)}}}},
+        "data": {"init_args": {"store": str(Path(store_path).resolve()),
+                               "cache_dir": str(run / "tokens")}},
+        "trainer": {
+            "max_epochs": int(sizes["train_epochs"]["meggpt"]),
+            "default_root_dir": str(run),
+            "limit_val_batches": 1.0 if (man["split"] == "val").any() else 0,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(run), "name": "logs"}},
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": str(run / "checkpoints"), "filename": "{epoch}",
+                               "save_top_k": -1,
+                               "every_n_epochs": int(sizes["checkpoint_every"]),
+                               "save_last": True}},
+            ],
+        },
+    }
+    path = run / "run.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# written by neurofm demo: this run's store, sizes and folders\n"
+                    + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def train_meggpt_step(out, store_path, sizes, *, key):
+    """``neurofm fit -c configs/meggpt.yaml -c configs/data/meg_example.yaml -c
+    configs/demo/meggpt.yaml -c run.yaml`` (resumes from ``last.ckpt`` of the same key)."""
+    from ..training.cli import run_lightning_cli
+
+    configs = resources()["configs"]
+    run_yaml = meggpt_config(out, store_path, sizes)
+    run = run_yaml.parent
+    argv = ["fit", "-c", str(configs / "meggpt.yaml"),
+            "-c", str(configs / "data" / "meg_example.yaml"),
+            "-c", str(configs / "demo" / "meggpt.yaml"), "-c", str(run_yaml)]
+    keyfile, last = run / "key.json", run / "checkpoints" / "last.ckpt"
+    resume = keyfile.is_file() and json.loads(keyfile.read_text()).get("key") == key \
+        and last.is_file()
+    if not resume:
+        import shutil
+
+        for sub in ("checkpoints", "logs", "tokens"):
+            shutil.rmtree(run / sub, ignore_errors=True)
+        keyfile.write_text(json.dumps({"key": key}))
+    else:
+        logger.info("meggpt: resuming the interrupted run from %s", last)
+    run_lightning_cli(argv + (["--ckpt_path", str(last)] if resume else []))
+    ckpts = sorted((run / "checkpoints").glob("epoch=*.ckpt"), key=_epoch_of)
+    if not ckpts:
+        raise NeurofmError(f"{run / 'checkpoints'}: the MEG-GPT run saved no checkpoint")
+    return {"model": "meggpt", "run": str(run), "checkpoints": [str(c) for c in ckpts],
+            "last": str(ckpts[-1]), "curves": _read_curves(run / "logs"),
+            "command": "neurofm " + " ".join(_q(a) for a in argv),
+            "epochs": int(sizes["train_epochs"]["meggpt"])}
+
+
+def generation_step(out, meg_store, trained, sizes):
+    """Continue a real MEG recording with MEG-GPT and compare spectra and envelopes."""
+    from ..evals import spectral_similarity
+    from ..evals.decoding import load_meggpt
+    from ..models import generate
+    from ..store import open_store
+
+    model, tokenizer = load_meggpt(trained["last"])
+    st = open_store(meg_store)
+    rec = str(st.manifest["id"].iloc[0])
+    real = st.open(rec).load()
+    sfreq = float(real.attrs["sfreq"])
+    # the model sees each channel z-scored over its recording (as in training)
+    x = real["signal"].values.astype(np.float64)
+    z = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    real = real.copy()
+    real["signal"] = (("channel", "time"), z.astype(np.float32), {"units": "a.u."})
+    prompt = real.isel(time=slice(0, model.context))
+    n_steps = int(sizes["generate_seconds"] * sfreq)
+    gen = generate(model, tokenizer, prompt=prompt, n_steps=n_steps, sfreq=sfreq, seed=0)
+    res = spectral_similarity(real, gen, fmin=1.0, fmax=min(45.0, sfreq / 2), plot=True)
+    fig = res["figure"]
+    summary = {k: float(v) for k, v in res["summary"].items()}
+    return {"recording": rec, "sfreq": sfreq, "n_steps": n_steps,
+            "seconds": n_steps / sfreq, "n_channels": int(gen.sizes["channel"]),
+            "summary": summary,
+            "figure": _savefig(fig, Path(out) / "figures" / "generation.png"),
+            "command": ("python -c \"import neurofm.models as m, neurofm.evals as ev, "
+                        "neurofm.store as ns; from neurofm.evals.decoding import load_meggpt; "
+                        f"model, tok = load_meggpt('{trained['last']}'); "
+                        f"real = ns.open_store('{meg_store}').open('{rec}'); "
+                        f"gen = m.generate(model, tok, n_steps={n_steps}, sfreq={sfreq:g}); "
+                        "print(ev.spectral_similarity(real, gen)['summary'])\"")}
