@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -84,10 +85,11 @@ QUICK: dict[str, Bench] = {
     "bench_tokenizers": Bench(("--epochs", "8"),
                               note="the learned tokenizer trained 8 epochs (default 22)"),
     "bench_pretrain": Bench(
-        ("--reference", BRAINJEPA_REF, "--sizes", "small", "--batch", "2", "--steps", "3"),
+        ("--reference", BRAINJEPA_REF, "--sizes", "small", "--batch", "1", "--steps", "1",
+         "--warmup", "1"),
         needs=(BRAINJEPA_REF,),
-        note="ViT-small only (default small and base), batch 2, 3 timed steps; needs a "
-             "checkout of Eric-LRL/Brain-JEPA"),
+        note="ViT-small only (default small and base), batch 1 (default 2), 1 timed step "
+             "(default 3); needs a checkout of Eric-LRL/Brain-JEPA"),
     "bench_meggpt": Bench(
         ("--reference", MEGGPT_REF, "--batch", "2", "--steps", "3", "--gen-steps", "32",
          "--gen-repeats", "1"),
@@ -145,22 +147,49 @@ def run_one(script, timeout, python=sys.executable, cwd=ROOT):
     print(f"[bench] {res.name}: {shlex.join(_display(command, cwd))}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     t0 = time.perf_counter()
+    # bytes, not text=True: universal newlines would turn progress-bar \r into lines. Each
+    # script gets its own process group, so that a timeout also ends the worker processes
+    # it started (bench_pretrain, bench_rsa run their measurements in subprocesses).
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
     try:
-        # bytes, not text=True: universal newlines would turn progress-bar \r into lines
-        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _end_group(proc)
+        out, err = proc.communicate()
         res.seconds = time.perf_counter() - t0
         res.status = f"timed out after {timeout:.0f} s"
-        res.stdout = _clean(_text(exc.stdout))
-        res.stderr_tail = _tail(_clean(_text(exc.stderr)))
+        res.stdout = _clean(_text(out))
+        res.stderr_tail = _tail(_clean(_text(err)))
     else:
         res.seconds = time.perf_counter() - t0
         res.status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-        res.stdout = _clean(_text(proc.stdout))
+        res.stdout = _clean(_text(out))
         if proc.returncode != 0:
-            res.stderr_tail = _tail(_clean(_text(proc.stderr)))
+            res.stderr_tail = _tail(_clean(_text(err)))
     print(f"[bench] {res.name}: {res.status} in {res.seconds:.0f} s", flush=True)
     return res
+
+
+def _end_group(proc, grace=5.0):
+    """SIGTERM the process group of ``proc`` (the script and its workers), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # the leader is gone; give its workers the same grace, then kill what is left
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _text(data):

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +104,36 @@ def test_rollup_only_names_unknown_script(tmp_path):
     assert proc.returncode == 2
     assert "bench_nope" in proc.stderr and "bench_windows" in proc.stderr
     assert not (tmp_path / "R.md").exists()
+
+
+FAKE_HANG = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[0] + ".pid", "w").write(str(child.pid))
+print("worker started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_rollup_timeout_ends_the_script_and_its_workers(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "bench_hang.py").write_text(textwrap.dedent(FAKE_HANG))
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run([sys.executable, str(RUN_ALL), "--bench-dir", str(bench),
+                           "--out", str(out), "--timeout", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    text = out.read_text(encoding="utf-8")
+    assert "| timed out after 3 s |" in text and "worker started" in text
+    worker = int((bench / "bench_hang.py.pid").read_text())
+    # the worker (a grandchild of run_all) was ended with the script, not left running
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        raise AssertionError("the benchmark's worker process survived the timeout")
