@@ -78,7 +78,9 @@ QUICK: dict[str, Bench] = {
          "--sl-shape", "14x16x12", "--sl-cond", "40"),
         note="200 conditions x 2000 channels (default 1000 x 10000), 30 RDMs compared, "
              "200 bootstraps, 14x16x12 searchlight volume"),
-    "bench_encoding": Bench(("--small",), note="600 x 200 x 2000 targets x 21 alphas"),
+    "bench_encoding": Bench(("--small", "--n-iter", "5"),
+                            note="600 x 200 x 2000 targets x 21 alphas (default 3000 x 1000 x "
+                                 "20000), 5 banded-ridge candidates (default 20 with --small)"),
     "bench_entropy": Bench(("--sizes", "1000", "2000"),
                            note="N = 1000, 2000 (default 1000, 2000, 4000)"),
     "bench_ntf": Bench(("--small",), note="150 x 10 x 1225 tensor (default 600 x 20 x 4950)"),
