@@ -147,6 +147,7 @@ def run_one(script, timeout, python=sys.executable, cwd=ROOT):
         print(f"[bench] {res.name}: {res.status}", flush=True)
         return res
     print(f"[bench] {res.name}: {shlex.join(_display(command, cwd))}", flush=True)
+    res.extra = {"started": f"{_dt.datetime.now(_dt.UTC):%H:%M} UTC", "load": _load()}
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     t0 = time.perf_counter()
     # bytes, not text=True: universal newlines would turn progress-bar \r into lines. Each
@@ -295,7 +296,9 @@ def render(results, started, load_before, load_after, total_s, cwd=ROOT):
                      f"{r.seconds:.0f} | {r.note} |")
     for r in results:
         lines += ["", f"## {r.name}", "", "```bash", shlex.join(_display(r.command, cwd)), "```",
-                  "", f"{r.status}" + (f", {r.seconds:.1f} s" if r.seconds else "") + ".", ""]
+                  "", f"{r.status}" + (f", {r.seconds:.1f} s" if r.seconds else "")
+                  + (f" (started {r.extra['started']}, load average {r.extra['load']})"
+                     if r.extra else "") + ".", ""]
         if r.stdout:
             lines += ["```text", r.stdout, "```"]
         if r.stderr_tail:
