@@ -218,7 +218,7 @@ def sample_root(tmp_path_factory):
 def test_info_sample_lists_calcium(sample_root, capsys):
     assert main(["info", str(sample_root)]) == 0
     out = capsys.readouterr().out
-    assert "50 recordings, 29 subjects" in out
+    assert "58 recordings, 33 subjects" in out
     assert main(["info", str(sample_root), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     ophys = [r for r in rows if r["datatype"] == "ophys"]
@@ -231,10 +231,10 @@ def test_info_sample_lists_calcium(sample_root, capsys):
 def test_convert_sample_without_atlas_says_what_it_skipped(sample_root, tmp_path, capsys):
     import shutil
 
-    from neurofm.datasets.sample import COHORT_SUBJECTS
+    from neurofm.datasets.sample import COHORT_SUBJECTS, MEG_EVOKED_SUBJECTS
 
-    # the real-data part of the sample: the generated fMRI cohort (its own grid) left out
-    cohort = {f"sub-{s}" for s in COHORT_SUBJECTS}
+    # the first nine subjects of the sample: the generated fMRI cohort and task MEG left out
+    cohort = {f"sub-{s}" for s in COHORT_SUBJECTS + MEG_EVOKED_SUBJECTS}
     sample_root = shutil.copytree(sample_root, tmp_path / "sample",
                                   ignore=lambda d, names: [n for n in names if n in cohort])
     out = tmp_path / "store"

@@ -79,7 +79,8 @@ def test_run_pipeline_rejects_bad_input_before_snakemake(tmp_path):
 
 @pytest.mark.parametrize("name,expected", [
     ("eeg", ["sub-01_task-rest", "sub-02_task-generator", "sub-03_task-generator"]),
-    ("meg", ["sub-04_task-rest", "sub-05_task-rest"]),
+    ("meg", ["sub-04_task-rest", "sub-05_task-rest"]
+     + [f"sub-{s}_task-evoked_run-{r}" for s in range(30, 34) for r in (1, 2)]),
     ("fmri", [f"sub-{s}_task-rest_run-{r}" for s in range(10, 30) for r in (1, 2)]),
     ("calcium", ["sub-07_task-spont", "sub-08_task-spont", "sub-09_task-spont"]),
 ])

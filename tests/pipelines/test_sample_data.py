@@ -107,3 +107,59 @@ def test_fmri_cohort_is_labelled_generated_with_planted_groups(sample_root):
             assert n1n2 - n2n3 > 0.05, (sub, n1n2, n2n3)
         else:
             assert n2n3 - n1n2 > 0.05, (sub, n1n2, n2n3)
+
+
+def test_meg_task_has_four_decodable_event_classes(sample_root):
+    """The GENERATED task MEG: annotations equal the stim channel; classes decodable."""
+    import mne
+    from sklearn.linear_model import LogisticRegression
+
+    from neurofm.datasets.sample import MEG_EVENT_ID, MEG_EVOKED_SUBJECTS
+    from neurofm.io.ephys import read_ephys
+
+    X, y, run = [], [], []
+    for sub in MEG_EVOKED_SUBJECTS:
+        for r in (1, 2):
+            path = sample_root / f"sub-{sub}" / "meg" / f"sub-{sub}_task-evoked_run-{r}_meg.fif"
+            raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
+            assert "GENERATED" in raw.info["description"]
+            stim = mne.find_events(raw, stim_channel="STI 014", verbose="error")
+            ds = read_ephys(path)
+            onsets = ds["event_onset"].values
+            names = [str(d) for d in ds["event_description"].values]
+            # the annotations and the stim channel hold the same events
+            np.testing.assert_allclose(stim[:, 0] / raw.info["sfreq"], onsets, atol=0.01)
+            assert [MEG_EVENT_ID[n] for n in names] == list(stim[:, 2])
+            assert sorted(set(names)) == sorted(MEG_EVENT_ID)
+            x = raw.get_data(picks="meg")
+            x = x / x.std(axis=1, keepdims=True)
+            for s in stim[:, 0]:
+                X.append(x[:, s:s + 60].ravel())    # 0.4 s after the event
+            y += list(stim[:, 2])
+            run += [r] * len(stim)
+    y, run, X = np.array(y), np.array(run), np.array(X)
+    assert min(np.bincount(y)[1:]) >= 70    # 4 classes, balanced
+    clf = LogisticRegression(C=0.01, max_iter=2000).fit(X[run == 1], y[run == 1])
+    assert clf.score(X[run == 2], y[run == 2]) > 0.45      # chance 0.25
+
+
+def test_celegans_parquet_reads_with_planted_dynamics(sample_root):
+    from neurofm.datasets.sample import CELEGANS_WORMS
+    from neurofm.io.celegans import read_celegans
+
+    path = sample_root / "derivatives" / "celegans" / "celegans_neural_data.parquet"
+    worms = read_celegans(path)
+    assert [w.attrs["worm"] for w in worms] == list(CELEGANS_WORMS)
+    for w in worms:
+        assert w["signal"].shape == (300, 660) and abs(w.attrs["sfreq"] - 1 / 0.333) < 1e-3
+        assert w.attrs["source_dataset"] == "Generated" and w.attrs["n_unlabeled_neurons"] == 5
+        rec = w.sel(channel=w["recorded"])
+        sig = rec["signal"].values
+        assert np.allclose(sig.mean(axis=1), 0, atol=1e-4) and np.allclose(sig.std(axis=1), 1,
+                                                                           atol=1e-3)
+        c = np.corrcoef(w["signal"].sel(channel=["AVAL", "AVAR", "AVBL", "SMDVL", "SMDDL"]))
+        assert c[0, 1] > 0.6            # reversal command interneurons together
+        assert c[0, 2] < -0.5           # forward vs reversal
+        assert c[3, 4] < -0.5           # head motor neurons in antiphase
+    desc = json.loads((path.parent / "dataset_description.json").read_text())
+    assert "GENERATED" in desc["GeneratedBy"][0]["Description"]

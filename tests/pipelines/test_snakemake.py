@@ -110,7 +110,7 @@ def _assert_chain_in_memory(store, out_dir, cfg, rec_id):
     np.testing.assert_allclose(store.read_window(rec_id, 0, n), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name,n_read", [("eeg", 3), ("meg", 2), ("fmri", 40),
+@pytest.mark.parametrize("name,n_read", [("eeg", 3), ("meg", 10), ("fmri", 40),
                                          ("calcium", 3)])
 def test_dry_run(sample_root, tmp_path, monkeypatch, capfd, name, n_read):
     monkeypatch.chdir(tmp_path)
@@ -380,10 +380,16 @@ def test_calcium_end_to_end(sample_root, tmp_path, monkeypatch, capfd):
 @pytest.mark.slow
 def test_meg_end_to_end(sample_root, tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
-    cfg = example_config("meg", sample_root, tmp_path / "out")
+    # the resting recording and one subject of the generated task MEG (events kept)
+    cfg = example_config("meg", sample_root, tmp_path / "out", subjects=["04", "30"])
     rc, text = _run(cfg, tmp_path, capfd, cores=2)
     assert rc == 0, text
-    store = _check_store(tmp_path / "out", "meg", 2)
+    store = _check_store(tmp_path / "out", "meg", 3)
     ds = store.open("sub-04_task-rest")
     assert ds.attrs["sfreq"] == 150.0 and ds.sizes["channel"] == 30
     _assert_chain_in_memory(store, tmp_path / "out", cfg, "sub-04_task-rest")
+    task = store.open("sub-30_task-evoked_run-1")
+    assert task.sizes["channel"] == 30 and task.sizes["event"] >= 30   # stim channel dropped
+    assert set(task["event_description"].values) == {"famous", "unfamiliar", "scrambled",
+                                                     "button"}
+    _assert_chain_in_memory(store, tmp_path / "out", cfg, "sub-30_task-evoked_run-1")
