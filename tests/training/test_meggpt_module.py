@@ -212,5 +212,7 @@ def test_fit_on_the_meg_pipeline_store(tmp_path, monkeypatch):
     last = next(p for p in Path("runs/cpu_debug").rglob("last.ckpt"))
     meta = torch.load(last, weights_only=False)["neurofm"]
     assert meta["sfreq"] == 150.0 and len(meta["channels"]) == 30
-    assert meta["session_ids"] == ["sub-04_task-rest", "sub-05_task-rest"]
+    # the sample's resting MEG and the 4-class task runs of sub-30..33: one session each
+    assert sorted(meta["session_ids"]) == ["sub-04_task-rest", "sub-05_task-rest"] + [
+        f"sub-{s}_task-evoked_run-{r}" for s in range(30, 34) for r in (1, 2)]
     assert meta["tokenizer"]["class"] == "QuantileTokenizer"
