@@ -35,7 +35,7 @@ from ._common import (
 )
 from .bids import parse_entities, sidecar_metadata
 
-__all__ = ["COORDINATE_ATLASES", "read_fmri", "read_roi_timeseries"]
+__all__ = ["COORDINATE_ATLASES", "read_fmri", "read_label_table", "read_roi_timeseries"]
 
 #: Offline coordinate atlases shipped inside nilearn (read from its package data).
 COORDINATE_ATLASES = ("power_2011", "dosenbach_2010", "seitzman_2018")
@@ -85,10 +85,14 @@ def read_fmri(bold, *, atlas, confounds=None, strategy=("motion", "high_pass", "
         Butterworth cut-offs in Hz, passed to the nilearn masker.
     radius : float
         Sphere radius in mm for coordinate atlases.
-    labels : sequence of str | dict, optional
+    labels : sequence of str | dict | str | os.PathLike, optional
         Names of the parcels (labels image: one per non-background label, or one per label
         including background, or a dict label value -> name) or of the maps (one per map).
-        Default: the label values ("1", "2", ...) and "map<k>" for maps.
+        A path is a look-up table (``.tsv``/``.csv``, as BIDS ``*_dseg.tsv`` and nilearn's
+        atlas look-up tables define it) with columns ``index`` (the integer label value) and
+        ``name``; other columns (``color``, ``abbreviation``, ...) are ignored and a row for
+        index 0 names the background. Default: the label values ("1", "2", ...) and
+        "map<k>" for maps.
     mask_img : str | os.PathLike | nibabel image, optional
         Brain mask passed to the masker.
     on_nonfinite : {"raise", "warn"}
@@ -324,6 +328,9 @@ def _resolve_atlas(atlas, labels):
     import nibabel as nib
     import pandas as pd
 
+    if isinstance(labels, (str, os.PathLike)):
+        labels = read_label_table(labels)
+
     if hasattr(atlas, "maps") and not isinstance(atlas, (str, os.PathLike, pd.DataFrame)):
         if labels is None and getattr(atlas, "labels", None) is not None:
             labels = list(atlas.labels)
@@ -442,6 +449,13 @@ def _image_atlas(img, labels, name):
         n_maps = shape[3]
         if labels is None:
             names = [f"map{k:03d}" for k in range(n_maps)]
+        elif isinstance(labels, dict):  # a look-up table: maps in index order
+            keys = sorted(labels, key=int)
+            if len(keys) == n_maps + 1 and int(keys[0]) == 0:
+                keys = keys[1:]  # the background row
+            names = [str(labels[k]) for k in keys]
+            if len(names) != n_maps:
+                raise DataError(f"atlas {name}: {len(names)} labels for {n_maps} maps")
         else:
             names = [str(v) for v in labels]
             if len(names) != n_maps:
@@ -451,6 +465,56 @@ def _image_atlas(img, labels, name):
                 "extra": {}}
     raise DataError(f"atlas {name}: expected a 3D labels image or a 4D maps image; got shape "
                     f"{shape}")
+
+
+def read_label_table(path):
+    """An atlas look-up table (BIDS ``*_dseg.tsv``, nilearn's atlas LUT) as label -> name.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        A ``.tsv`` / ``.csv`` file with columns ``index`` (integer label values, unique) and
+        ``name`` (non-empty); other columns are ignored.
+
+    Returns
+    -------
+    names : dict of int -> str
+        One entry per row, in file order (index 0, when present, names the background).
+
+    Raises
+    ------
+    FormatError
+        The file is missing or unreadable, lacks the ``index`` / ``name`` columns, or holds a
+        non-integer or repeated index or an empty name (the message names the file).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: atlas labels table not found")
+    try:
+        table = read_table(path, "atlas labels table", dtype=str, keep_default_na=False)
+    except DataError as err:
+        raise FormatError(str(err)) from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("index", "name") if c not in table.columns]
+    if missing:
+        raise FormatError(f"{path}: atlas labels table needs the columns index and name "
+                          f"(BIDS dseg.tsv); missing {missing}, found {list(table.columns)}")
+    index = pd.to_numeric(table["index"].str.strip(), errors="coerce")
+    bad = table["index"][index.isna() | (index != index.round())].tolist()
+    if bad:
+        raise FormatError(f"{path}: atlas labels table: column index must hold integers; "
+                          f"found {bad[:5]}")
+    index = index.astype(np.int64)
+    dup = sorted(set(index[index.duplicated()].tolist()))
+    if dup:
+        raise FormatError(f"{path}: atlas labels table: index values repeated: {dup[:5]}")
+    names = table["name"].str.strip()
+    empty = index[names == ""].tolist()
+    if empty:
+        raise FormatError(f"{path}: atlas labels table: empty name for index {empty[:5]}")
+    return dict(zip(index.tolist(), names.tolist()))
 
 
 def _label_names(values, labels, name):

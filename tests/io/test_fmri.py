@@ -658,3 +658,65 @@ def test_empty_coordinate_and_confound_files(functional, tmp_path):
     (tmp_path / "odd.csv").write_text("x y z\n1 2\n")  # no delimiter the sniffer can find
     with pytest.raises(NeurofmError, match=r"odd\.csv"):
         read_fmri(functional, atlas=tmp_path / "odd.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# atlas labels given as a look-up table file (BIDS dseg.tsv / nilearn LUT)
+# --------------------------------------------------------------------------------------------
+def test_labels_table_path_names_the_parcels(functional, tmp_path):
+    """A labels TSV path is a look-up table (index, name), not a sequence of characters."""
+    img = nib.load(functional)
+    atlas = _labels_atlas(img)                      # 8 parcels, values 1..8
+    values = np.unique(np.asarray(atlas.dataobj))
+    values = values[values != 0]
+    lut = tmp_path / "atlas_dseg.tsv"
+    # background row, rows out of order, an extra column: as BIDS dseg.tsv allows
+    rows = ["index\tname\tcolor", "0\tBackground\t#000000"]
+    rows += [f"{v}\tparcel_{chr(96 + int(v))}\t#ff0000" for v in values[::-1]]
+    lut.write_text("\n".join(rows) + "\n")
+    table = pd.read_csv(lut, sep="\t")
+    expected = dict(zip(table["index"], table["name"]))
+    for labels in (str(lut), lut):
+        ds = read_fmri(functional, atlas=atlas, labels=labels, standardize=None)
+        assert ds.sizes["channel"] == len(values) == 8
+        assert list(ds["channel"].values) == [expected[int(v)] for v in values]
+        assert list(ds["channel"].values) == [f"parcel_{c}" for c in "abcdefgh"]
+    # the same through the pipeline's CSV flavour
+    csv = tmp_path / "atlas_lut.csv"
+    table.drop(columns="color").to_csv(csv, index=False)
+    ds = read_fmri(functional, atlas=atlas, labels=csv, standardize=None)
+    assert list(ds["channel"].values) == [f"parcel_{c}" for c in "abcdefgh"]
+
+
+def test_labels_table_for_maps_is_in_index_order(functional, tmp_path):
+    img = nib.load(functional)
+    grid = np.indices(img.shape[:3]).astype(float)
+    maps = np.stack([np.exp(-((grid[0] - c) ** 2 + (grid[1] - 8) ** 2) / 8.0)
+                     for c in (4, 12)], -1)
+    lut = tmp_path / "maps.tsv"
+    lut.write_text("index\tname\n2\tsecond\n1\tfirst\n")
+    ds = read_fmri(functional, atlas=nib.Nifti1Image(maps, img.affine), labels=lut,
+                   standardize=None)
+    assert list(ds["channel"].values) == ["first", "second"]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("label\tname\n1\ta\n", r"needs the columns index and name.*missing \['index'\]"),
+    ("index\tregion\n1\ta\n", r"missing \['name'\]"),
+    ("index\tname\n1\ta\nx\tb\n", r"index must hold integers; found \['x'\]"),
+    ("index\tname\n1.5\ta\n", r"index must hold integers"),
+    ("index\tname\n1\ta\n1\tb\n", r"index values repeated: \[1\]"),
+    ("index\tname\n1\t\n", r"empty name for index \[1\]"),
+    ("", r"empty atlas labels table"),
+])
+def test_bad_labels_tables_name_the_file(functional, tmp_path, text, match):
+    from neurofm.io.fmri import read_label_table
+
+    img = nib.load(functional)
+    bad = tmp_path / "bad_dseg.tsv"
+    bad.write_text(text)
+    with pytest.raises(FormatError, match=match) as err:
+        read_fmri(functional, atlas=_labels_atlas(img), labels=str(bad))
+    assert str(bad) in str(err.value)
+    with pytest.raises(FormatError, match="not found"):
+        read_label_table(tmp_path / "missing.tsv")
