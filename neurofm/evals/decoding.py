@@ -266,8 +266,8 @@ def _runs(store, rec_ids):
 def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=None,
            channels=None, baselines="auto", protocols=("cross-session", "cross-subject"),
            finetune=True, finetune_steps=100, finetune_lr=1e-4, finetune_batch_size=16,
-           heldout_run=None, sfreq="auto", batch_size=64, seed=0, device=None,
-           verbose=None):
+           heldout_run=None, sfreq="auto", cache_dir=None, batch_size=64, seed=0,
+           device=None, verbose=None):
     """Decode event classes from MEG-GPT features and baselines (the paper's protocol).
 
     Parameters
@@ -301,6 +301,8 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
         See :func:`decoding_splits`.
     sfreq : "auto" | float | None
         Required rate (see :class:`~neurofm.data.TokenWindowDataset`).
+    cache_dir : str, optional
+        Token cache of the store's recordings (tokenized once; default on the fly).
     batch_size : int
         Feature extraction batch.
     seed : int
@@ -342,7 +344,7 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
         epochs = TokenWindowDataset(st, tokenizer, events=events, tmin=tmin,
                                     tmax=tmin + n_samples / rate, split=split,
                                     channels=channels, sessions=False, return_signal=True,
-                                    sfreq=sfreq)
+                                    sfreq=sfreq, cache_dir=cache_dir)
         if len(epochs.channels) != model.config["n_channels"]:
             raise DataError(f"the store's epochs have {len(epochs.channels)} channels; the "
                             f"model has n_channels={model.config['n_channels']}")
@@ -374,7 +376,7 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
         if finetune:
             continuous = TokenWindowDataset(st, tokenizer, window_samples=context + 1,
                                             split=split, channels=epochs.channels,
-                                            sessions=False, sfreq=sfreq)
+                                            sessions=False, sfreq=sfreq, cache_dir=cache_dir)
             rec_of_window = np.array([continuous.window_info(i)[0]
                                       for i in range(len(continuous))])
         rows = []
