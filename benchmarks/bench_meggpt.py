@@ -22,8 +22,10 @@ positions only (its default ``n_patches_out``), no channel attention. neurofm ad
 LayerNorm the reference does not have (a few thousand FLOPs per token).
 
 Both implementations are built in one process and their steps alternate (ABBA...), medians
-reported, so drifting machine load hits both alike. ``--device cuda --bf16`` gives the bf16
-autocast throughput and the model-FLOPs utilization (FLOPs from
+reported (wall clock and process CPU time), so drifting machine load hits both alike. The
+"floor" is the same step with the linear layers alone (no attention, norms, dropout,
+activations or embeddings): what no attention kernel can go below. ``--device cuda --bf16``
+gives the bf16 autocast throughput and the model-FLOPs utilization (FLOPs from
 ``neurofm.models.meggpt.count_flops`` over ``--peak-tflops``).
 
 Usage::
@@ -161,6 +163,42 @@ def _param_groups_ref(model, wd):
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class _Floor:
+    """The linear layers of one training step alone (no attention, norms, dropout, GELU,
+    embeddings): a lower bound on the step time that fused attention cannot go below."""
+
+    def __init__(self, args, device):
+        import torch
+        from torch import nn
+
+        d, f, n = args.d_model, args.d_ff, args.layers
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList(nn.ModuleList([nn.Linear(d, 3 * d), nn.Linear(d, d),
+                                                   nn.Linear(d, f), nn.Linear(f, d)])
+                                    for _ in range(n)).to(device)
+        self.head = nn.Linear(d, args.vocab).to(device)
+        self.opt = torch.optim.AdamW(list(self.layers.parameters())
+                                     + list(self.head.parameters()), lr=1e-5)
+        self.x = torch.randn(args.batch * args.channels, args.context, d, device=device)
+        self.args, self.device = args, device
+
+    def step(self):
+        d, k = self.args.d_model, self.args.loss_last
+        x = self.x
+        with _autocast(self.args, self.device):
+            for i, (qkv, proj, fc1, fc2) in enumerate(self.layers):
+                h = qkv(x)[..., :d]  # keys and values computed, queries used
+                if i == len(self.layers) - 1:
+                    h, x = h[:, -k:], x[:, -k:]
+                x = x + proj(h)
+                x = x + fc2(fc1(x))
+            loss = self.head(x).float().square().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        _sync(self.device)
+
+
 # ---------------------------------------------------------------------------- runners
 class Trainer:
     def __init__(self, impl, model, args, device):
@@ -280,6 +318,8 @@ def main(argv=None):
     p.add_argument("--gen-steps", type=int, default=32, help="generated time steps")
     p.add_argument("--gen-repeats", type=int, default=2)
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip timing the linear layers alone (the training floor)")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="accelerator peak for MFU (H100/H200 dense bf16: 989)")
     p.add_argument("--json", help="also write the results to this file")
@@ -303,8 +343,10 @@ def main(argv=None):
     report["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in impls.items()}
 
     # -------------------------------------------------------------- training
-    trainers = {k: Trainer(k, m, args, device) for k, m in impls.items()}
-    med, cpu = _abba({k: t.step for k, t in trainers.items()}, args.steps, args.warmup)
+    trainers = {k: Trainer(k, m, args, device).step for k, m in impls.items()}
+    if not args.no_floor:
+        trainers["floor"] = _Floor(args, device).step
+    med, cpu = _abba(trainers, args.steps, args.warmup)
     tokens = args.batch * args.context * args.channels
     flops = count_flops(impls["neurofm"], args.batch, args.context, n_out=args.loss_last)
     train = {}
@@ -341,11 +383,18 @@ def main(argv=None):
     report["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
 
     print(json.dumps(report, indent=1))
+    if "floor" in train:
+        report["train_floor_fraction"] = {k: train["floor"]["cpu_s"] / v["cpu_s"]
+                                          for k, v in train.items() if k != "floor"}
     if "train_speedup" in report:
         print(f"training: neurofm {train['neurofm']['tokens_per_s']:.0f} tok/s, reference "
               f"{train['reference']['tokens_per_s']:.0f} tok/s -> {report['train_speedup']:.2f}x"
               f" wall, {report['train_speedup_cpu_time']:.2f}x process CPU time "
               f"(goal >= 1.5x)")
+    if "floor" in train:
+        fr = report["train_floor_fraction"]
+        print("linear-layer floor: " + ", ".join(
+            f"{k} step = {1 / v:.2f}x the floor (CPU time)" for k, v in fr.items()))
     if "generate" in report and "reference" in report["generate"]:
         g = report["generate"]
         ratio = g["reference"]["run_s"] / g["neurofm[cache]"]["run_s"]
