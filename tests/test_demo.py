@@ -26,7 +26,7 @@ from neurofm.demo.report import SECTIONS
 
 #: Sections that carry figures, and how many at least.
 FIGURES = {"qc": 4, "training": 1, "probe": 1, "rsa": 1, "encoding": 1, "dse": 1,
-           "connectome": 1}
+           "connectome": 1, "generation": 1}
 
 
 def _sections(page):
@@ -80,7 +80,7 @@ def test_demo_quick_end_to_end(tmp_path):
     first = time.perf_counter() - t0
     _, sections = _check_report(out / "report.html")
     states = {p.stem: json.loads(p.read_text()) for p in (out / "state").glob("*.json")}
-    assert {s["status"] for s in states.values()} == {"done"} and len(states) == 12
+    assert {s["status"] for s in states.values()} == {"done"} and len(states) == 14
 
     # the readings are computed from the steps' numbers
     probe = states["probe"]["result"]
@@ -101,6 +101,11 @@ def test_demo_quick_end_to_end(tmp_path):
     jepa = states["train-brainjepa"]["result"]
     assert len(jepa["checkpoints"]) >= 3 and jepa["curves"]
     assert len(dse["dse"]) == len(jepa["checkpoints"])
+    gen = states["generation"]["result"]["summary"]
+    assert f"log-PSD correlation with the real recording {gen['log_psd_corr']:.2f}" in \
+        _reading(sections["generation"])
+    assert "meggpt" in states["train-meggpt"]["result"]["command"] or \
+        "configs/meggpt.yaml" in states["train-meggpt"]["result"]["command"]
 
     # a rerun reuses every step and writes the same sections, much faster
     t0 = time.perf_counter()
@@ -108,7 +113,7 @@ def test_demo_quick_end_to_end(tmp_path):
     second = time.perf_counter() - t0
     _, sections2 = _check_report(out / "report.html")
     assert list(sections2) == list(sections)
-    assert "12 of 12 steps were reused" in _reading(sections2["timings"])
+    assert "14 of 14 steps were reused" in _reading(sections2["timings"])
     assert _reading(sections2["probe"]) == _reading(sections["probe"])
     assert second < first / 4, (first, second)
 
@@ -230,5 +235,5 @@ def test_killed_demo_resumes(tmp_path):
     assert {"sample", "pipeline-fmri"} <= done_before
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "up to date" in res.stderr and "[5/12 calcium pipeline] up to date" in res.stderr
+    assert "up to date" in res.stderr and "calcium pipeline] up to date" in res.stderr
     _check_report(out / "report.html")

@@ -28,6 +28,7 @@ SECTIONS = (
     ("encoding", "6. Encoding model"),
     ("dse", "7. DSE over training"),
     ("connectome", "8. Dynamic connectome"),
+    ("generation", "9. MEG-GPT: generated vs real spectra"),
     ("timings", "Timings"),
 )
 
@@ -149,11 +150,30 @@ def _qc(pipes):
     return _section("qc", SECTIONS[1][1], reading, body, command)
 
 
+def _generation(gen):
+    sm = gen["summary"]
+    reading = (f"{gen['seconds']:g} s of MEG-GPT continuation of {gen['recording']} "
+               f"({gen['n_channels']} channels, {gen['sfreq']:g} Hz): log-PSD correlation with "
+               f"the real recording {sm['log_psd_corr']:.2f} (mean over channels), spectral peak "
+               f"{sm['peak_freq_generated']:.1f} Hz vs {sm['peak_freq_real']:.1f} Hz real "
+               f"(median error {sm['peak_error_hz_median']:.1f} Hz), alpha power ratio "
+               f"{sm['alpha_power_ratio']:.2f}, envelope std ratio "
+               f"{sm['envelope_std_ratio']:.2f} (1 = as real).")
+    rows = [(html.escape(k), f"{v:.3f}") for k, v in sm.items()]
+    body = (_img(gen["figure"], "generated vs real spectra")
+            + "<p class='small'>Prompt: the first context of the real recording (each channel "
+              "z-scored over the recording, as in training); the continuation is compared "
+              "with the whole real recording (<code>neurofm.evals.spectral_similarity</code>: "
+              "Welch log-PSD correlation, peak frequency, band-power and envelope ratios)."
+              "</p>" + _table(("measure", "value"), rows))
+    return _section("generation", SECTIONS[8][1], reading, body, gen["command"])
+
+
 def _training(out, trained):
     from .steps import _pyplot
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(trained), figsize=(5.5 * len(trained), 3.3))
+    fig, axes = plt.subplots(1, len(trained), figsize=(4.6 * len(trained), 3.3))
     axes = np.atleast_1d(axes)
     parts = []
     for ax, (name, res) in zip(axes, trained.items()):
@@ -299,12 +319,16 @@ def _dse(dse):
 
 def _connectome(con):
     share = con["component_share"]
+    purity = con.get("purity") or {}
+    circuits = "".join(f"; up to {100 * v:.0f}% of the planted {g} neurons share a "
+                       "community" for g, v in purity.items())
     reading = (f"rank-{con['rank']} non-negative CP explains "
                f"{100 * con['explained_variance']:.1f}% of the (time x animal x pair) affinity "
-               f"tensor of {con['n_animals']} animals x {con['n_neurons']} neurons; the largest "
-               f"component carries {100 * max(share):.0f}% of the temporal weight and splits "
-               f"the neurons into {con['communities'][con['top']]} communities (per component: "
-               f"{', '.join(str(c) for c in con['communities'])}).")
+               f"tensor of {con['n_animals']} {con.get('source', 'calcium')} recordings x "
+               f"{con['n_neurons']} shared neurons; the largest component carries "
+               f"{100 * max(share):.0f}% of the temporal weight and splits the neurons into "
+               f"{con['communities'][con['top']]} communities (per component: "
+               f"{', '.join(str(c) for c in con['communities'])}){circuits}.")
     body = (_img(con["figure"], "dynamic connectome")
             + "<p class='small'>Left: temporal factors; middle: the largest component's "
               "affinity matrix, neurons ordered by community (weighted SBM); right: animal "
@@ -321,26 +345,36 @@ def _timings(timings, elapsed, sizes):
     reading = (f"this run took {elapsed:.0f} s ({sizes['name']} sizes); {reused} of "
                f"{len(timings)} steps were reused from an earlier run.")
     body = _table(("step", "this run", "seconds (this run)", "seconds (when computed)"), rows)
-    return _section("timings", SECTIONS[8][1], reading, body,
+    return _section("timings", SECTIONS[9][1], reading, body,
                     f"neurofm demo{' --quick' if sizes['name'] == 'quick' else ''} --out DIR")
 
 
 # --------------------------------------------------------------------------------------------
-def write_report(out, *, sizes, sample, pipes, trained, probe, analyses, timings, elapsed):
-    """Write ``out/report.html`` (self-contained) and return its path."""
+def write_report(out, *, sizes, sample, pipes, trained, probe, analyses, timings, elapsed,
+                 meggpt=None, generated=None):
+    """Write ``out/report.html`` (self-contained) and return its path.
+
+    ``meggpt`` / ``generated``: the MEG-GPT training and generation results, or None when
+    MEG-GPT is not available (its curves and the generation section are then left out).
+    """
     out = Path(out)
+    models = dict(trained)
+    if meggpt is not None:
+        models["meggpt"] = meggpt
     parts = [
         _data(sample, pipes),
         _qc(pipes),
-        _training(out, trained),
+        _training(out, models),
         _probe(out, probe),
         _rsa(analyses["rsa"]),
         _encoding(analyses["encoding"]),
         _dse(analyses["dse"]),
         _connectome(analyses["connectome"]),
+        *([_generation(generated)] if generated is not None else []),
         _timings(timings, elapsed, sizes),
     ]
-    nav = "".join(f"<a href='#{sid}'>{html.escape(t)}</a>" for sid, t in SECTIONS)
+    shown = [(sid, t) for sid, t in SECTIONS if sid != "generation" or generated is not None]
+    nav = "".join(f"<a href='#{sid}'>{html.escape(t)}</a>" for sid, t in shown)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>neurofm demo</title>"
             f"<style>{_CSS}</style></head><body><h1>neurofm demo</h1>"

@@ -70,12 +70,15 @@ def _run(out, quick, cores, force):
         connectome_step,
         dse_step,
         encoding_step,
+        generation_step,
+        meggpt_available,
         pipeline_config,
         probe_step,
         resources,
         rsa_step,
         run_pipeline_step,
         sample_data,
+        train_meggpt_step,
         train_step,
     )
 
@@ -86,7 +89,8 @@ def _run(out, quick, cores, force):
     res = resources()
     steps = Steps(out, force=force)
     logger.info("neurofm demo (%s) -> %s", sizes["name"], out)
-    n_total = 1 + len(MODALITIES) + 3 + 4
+    meggpt = meggpt_available()
+    n_total = 1 + len(MODALITIES) + 3 + 4 + (2 if meggpt else 0)
 
     def title(k, name):
         return f"{k}/{n_total} {name}"
@@ -128,6 +132,31 @@ def _run(out, quick, cores, force):
             params=params, deps=["pipeline-fmri"],
             outputs=[run / "checkpoints" / "last.ckpt"], title=title(k, f"train {model}"))
         k += 1
+    generated = None
+    if meggpt:
+        params = {"configs": {name: file_digest(res["configs"] / rel) for name, rel in (
+                      ("base", "meggpt.yaml"), ("data", "data/meg_example.yaml"),
+                      ("demo", "demo/meggpt.yaml"))},
+                  "epochs": sizes["train_epochs"]["meggpt"], "stride": sizes["meggpt_stride"],
+                  "every": sizes["checkpoint_every"]}
+        key = steps.key("train-meggpt", params, ["pipeline-meg"])
+        run = out / "runs" / "meggpt"
+        meg_store = pipes["meg"]["store"]
+        meg = steps.run(
+            "train-meggpt",
+            lambda: train_meggpt_step(out, meg_store, sizes, key=key), params=params,
+            deps=["pipeline-meg"], outputs=[run / "checkpoints" / "last.ckpt"],
+            title=title(k, "train meggpt"))
+        k += 1
+        generated = steps.run(
+            "generation", lambda: generation_step(out, meg_store, meg, sizes),
+            params={"seconds": sizes["generate_seconds"]}, deps=["train-meggpt"],
+            outputs=[out / "figures" / "generation.png"],
+            title=title(n_total, "MEG-GPT generation and spectra"))
+    else:
+        meg = None
+        logger.info("MEG-GPT is not available in this installation: its sections are left "
+                    "out")
     train_deps = ["pipeline-fmri", "train-brainjepa", "train-brainmae"]
     probe = steps.run(
         "probe", lambda: probe_step(out, fmri_store, sample["labels"], trained, sizes),
@@ -148,13 +177,14 @@ def _run(out, quick, cores, force):
         params={"max_n": sizes["dse_max_n"]}, deps=train_deps,
         outputs=[out / "figures" / "dse.png"], title=title(k + 2, "DSE over training"))
     analyses["connectome"] = steps.run(
-        "connectome", lambda: connectome_step(out, pipes["calcium"]["store"], sizes),
+        "connectome",
+        lambda: connectome_step(out, sample["root"], pipes["calcium"]["store"], sizes),
         params={k2: sizes[k2] for k2 in ("ntf_rank", "ntf_seeds", "ntf_iter")},
-        deps=["pipeline-calcium"], outputs=[out / "figures" / "connectome.png"],
+        deps=["sample", "pipeline-calcium"], outputs=[out / "figures" / "connectome.png"],
         title=title(k + 3, "NTF dynamic connectome"))
     elapsed = time.perf_counter() - t_start
     path = write_report(out, sizes=sizes, sample=sample, pipes=pipes, trained=trained,
                         probe=probe, analyses=analyses, timings=steps.timings,
-                        elapsed=elapsed)
+                        elapsed=elapsed, meggpt=meg, generated=generated)
     logger.info("report written to %s (%.1f s in total)", path, elapsed)
     return path

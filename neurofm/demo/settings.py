@@ -12,7 +12,9 @@ FULL = {
     # runs per pipeline: None = every run
     "runs": {"eeg": None, "meg": None, "fmri": None, "calcium": None},
     "qc_max_seconds": 120.0,
-    "train_epochs": {"brainjepa": 12, "brainmae": 12},
+    "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 8},
+    "meggpt_stride": 10,            # samples between MEG-GPT training windows
+    "generate_seconds": 6.0,        # MEG-GPT continuation compared with the real recording
     "checkpoint_every": 2,
     "probe_seeds": [0, 1, 2],
     "probe_linear_epochs": 100,
@@ -29,7 +31,9 @@ QUICK = {
     "subjects": {"eeg": 1, "meg": 1, "fmri": 8, "calcium": 2},
     "runs": {"eeg": None, "meg": None, "fmri": ["1"], "calcium": None},
     "qc_max_seconds": 20.0,
-    "train_epochs": {"brainjepa": 4, "brainmae": 3},
+    "train_epochs": {"brainjepa": 4, "brainmae": 3, "meggpt": 2},
+    "meggpt_stride": 25,
+    "generate_seconds": 2.0,
     "checkpoint_every": 1,
     "probe_seeds": [0, 1],
     "probe_linear_epochs": 30,

@@ -655,45 +655,94 @@ def dse_step(out, fmri_store, groups, trained, sizes):
                         f"'{fmri_store}', window_samples={WINDOW}, standardize=True))\"")}
 
 
-def connectome_step(out, calcium_store, sizes):
-    """NTF dynamic connectome of the calcium recordings (one animal per recording)."""
+def connectome_step(out, sample_root, calcium_store, sizes):
+    """NTF dynamic connectome of the sample's C. elegans worms (one animal per worm; the
+    calcium store's recordings when the sample has no C. elegans file)."""
     from ..analysis import dynamic_connectome
     from ..store import open_store
 
-    st = open_store(calcium_store)
-    recordings = {str(r): st.open(str(r)).load() for r in st.manifest["id"]}
-    dc = dynamic_connectome(recordings, rank=int(sizes["ntf_rank"]),
+    parquet = Path(sample_root) / "derivatives" / "celegans" / "celegans_neural_data.parquet"
+    if parquet.is_file():
+        from ..io.celegans import read_celegans
+
+        worms = read_celegans(parquet)
+        recordings = {str(ds.attrs.get("worm", k)): ds for k, ds in enumerate(worms)}
+        # the neurons recorded in every worm (the others are NaN by design)
+        rec = [{str(c) for c, r in zip(ds["channel"].values, ds["recorded"].values) if r}
+               for ds in worms]
+        neurons = [str(c) for c in worms[0]["channel"].values if all(str(c) in r for r in rec)]
+        source, command_read = "C. elegans", (
+            f"from neurofm.io.celegans import read_celegans; "
+            f"recs = read_celegans('{parquet}')")
+    else:
+        st = open_store(calcium_store)
+        recordings = {str(r): st.open(str(r)).load() for r in st.manifest["id"]}
+        neurons = None
+        source, command_read = "calcium", (
+            f"import neurofm.store as ns; st = ns.open_store('{calcium_store}'); "
+            "recs = [st.open(i).load() for i in st.ids]")
+    dc = dynamic_connectome(recordings, rank=int(sizes["ntf_rank"]), neurons=neurons,
                             n_seeds=int(sizes["ntf_seeds"]), n_iter_max=int(sizes["ntf_iter"]),
                             n_blocks=None)
     err = float(dc.model.reconstruction_error_)
     n_comm = [len(np.unique(dc.communities.isel(component=k).values))
               for k in range(dc.communities.sizes["component"])]
     share = (dc.temporal.values.sum(axis=0) / dc.temporal.values.sum()).tolist()
+    top = int(np.argmax(share))
+    # the planted C. elegans circuits: are the reversal and the forward neurons each kept
+    # together, and apart from each other, in some component?
+    names = [str(n) for n in dc.communities["neuron"].values]
+    groups = {"reversal": [n for n in ("AVAL", "AVAR", "AVEL", "AVER", "AIBL", "AIBR", "RIML",
+                                       "RIMR") if n in names],
+              "forward": [n for n in ("AVBL", "AVBR", "RIBL", "RIBR", "VB1", "VB2", "DB1",
+                                      "DB2") if n in names]}
+    purity = {}
+    for g, members in groups.items():
+        if len(members) < 2:
+            continue
+        best = 0.0
+        for k in range(dc.communities.sizes["component"]):
+            lab = dc.communities.isel(component=k).values
+            vals = [lab[names.index(m)] for m in members]
+            best = max(best, max(vals.count(v) for v in set(vals)) / len(vals))
+        purity[g] = float(best)
     plt = _pyplot()
-    fig = plt.figure(figsize=(13, 3.6))
+    fig = plt.figure(figsize=(13, 3.8))
     ax0 = fig.add_subplot(1, 3, 1)
     dc.plot_temporal(ax=ax0)
     ax1 = fig.add_subplot(1, 3, 2)
-    top = int(np.argmax(share))
     dc.plot_affinity(top, ax=ax1)
     ax2 = fig.add_subplot(1, 3, 3)
     dc.plot_animals(ax=ax2)
     ax2.set_title("animal loadings")
     fig.tight_layout()
-    return {"n_animals": len(recordings), "n_neurons": int(dc.affinity.sizes["neuron"]),
+    return {"source": source, "n_animals": len(recordings),
+            "n_neurons": int(dc.affinity.sizes["neuron"]),
             "n_times": int(dc.tensor.sizes["time"]), "rank": int(sizes["ntf_rank"]),
             "explained_variance": float(1 - err ** 2), "error": err, "communities": n_comm,
-            "component_share": [float(s) for s in share], "top": top,
+            "component_share": [float(v) for v in share], "top": top, "purity": purity,
             "figure": _savefig(fig, Path(out) / "figures" / "connectome.png"),
-            "command": ("python -c \"import neurofm.analysis as na, neurofm.store as ns; "
-                        f"st = ns.open_store('{calcium_store}'); "
-                        "dc = na.dynamic_connectome([st.open(i).load() for i in st.ids], "
-                        f"rank={sizes['ntf_rank']}); print(dc.communities)\"")}
+            "command": (f"python -c \"import neurofm.analysis as na; {command_read}; "
+                        f"dc = na.dynamic_connectome(recs, rank={sizes['ntf_rank']}); "
+                        "print(dc.communities)\"")}
 
 
 # --------------------------------------------------------------------------------------------
 # MEG-GPT: pretraining on the MEG store, generation and its spectral check
 # --------------------------------------------------------------------------------------------
+def meggpt_available():
+    """Whether this installation has MEG-GPT (model, training module, generation, checks)."""
+    import importlib.util
+
+    names = ("neurofm.models.generation", "neurofm.training.meggpt", "neurofm.evals.spectral",
+             "neurofm.evals.decoding")
+    try:
+        return all(importlib.util.find_spec(n) is not None for n in names) \
+            and (resources()["configs"] / "meggpt.yaml").is_file()
+    except (ImportError, NeurofmError):
+        return False
+
+
 def meggpt_config(out, store_path, sizes):
     """The run file of the MEG-GPT run (store, channels, sessions, token cache, logger,
     checkpoints); composed after ``configs/meggpt.yaml``, ``configs/data/meg_example.yaml``
@@ -708,6 +757,7 @@ def meggpt_config(out, store_path, sizes):
         "model": {"init_args": {"model": {"init_args": {
             "n_channels": int(man["n_channels"].max()), "n_sessions": len(man)}}}},
         "data": {"init_args": {"store": str(Path(store_path).resolve()),
+                               "stride_samples": int(sizes["meggpt_stride"]),
                                "cache_dir": str(run / "tokens")}},
         "trainer": {
             "max_epochs": int(sizes["train_epochs"]["meggpt"]),
