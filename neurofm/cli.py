@@ -129,9 +129,10 @@ def build_parser():
     p = sub.add_parser("demo", help="run neurofm end to end on the bundled sample data and "
                                     "write DIR/report.html",
                        description="Sample data -> Snakemake pipelines -> Brain-JEPA / "
-                                   "BrainMAE pretraining -> probe -> RSA, encoding, DSE, "
-                                   "connectome -> one self-contained report.html. Finished "
-                                   "steps are reused; an interrupted run resumes.")
+                                   "BrainMAE / MEG-GPT pretraining -> probe -> RSA, encoding, "
+                                   "DSE, connectome, generation -> one self-contained "
+                                   "report.html. Finished steps are reused; an interrupted "
+                                   "run resumes.")
     add_demo_arguments(p)
     p.set_defaults(func=_cmd_demo)
     return parser
