@@ -469,7 +469,7 @@ class MEGGPT(nn.Module):
                             f"shape {tuple(tokens.shape)}")
         if b < 1:
             raise DataError(f"{name} has an empty batch: shape {tuple(tokens.shape)}")
-        if values:
+        if values and not torch.compiler.is_compiling():  # no graph break under compile
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.vocab_size:
                 raise DataError(f"{name} must lie in [0, vocab_size - 1 = "
@@ -489,7 +489,7 @@ class MEGGPT(nn.Module):
         if session.dtype.is_floating_point or session.shape != (batch,):
             raise DataError(f"session must be an integer tensor of shape (B,) = ({batch},); "
                             f"got dtype {session.dtype}, shape {tuple(session.shape)}")
-        if values:
+        if values and not torch.compiler.is_compiling():
             lo, hi = int(session.min()), int(session.max())
             if lo < 0 or hi >= self.n_sessions:
                 raise DataError(f"session must lie in [0, n_sessions - 1 = "

@@ -297,3 +297,11 @@ def test_bad_inputs():
         model.step(x, model.new_cache(3))
     with pytest.raises(NeurofmError, match="max_len"):
         model.new_cache(1, max_len=CTX + 1)
+
+
+@pytest.mark.slow
+def test_loss_traces_without_graph_breaks():
+    """torch.compile sees one graph (the token range checks are skipped while compiling)."""
+    model = small(n_sessions=2, channel_attention=True)
+    explained = torch._dynamo.explain(model.loss)(tokens(length=CTX + 1), torch.tensor([0, 1]))
+    assert explained.graph_break_count == 0, explained.break_reasons
