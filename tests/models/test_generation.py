@@ -319,3 +319,25 @@ def test_cached_generation_under_bf16_autocast():
         b = generate_tokens(model, n_steps=20, seed=0, use_cache=False)
     assert a.shape == (1, 20, C) and int(a.min()) >= 0 and int(a.max()) < V
     assert (a == b).float().mean() > 0.9  # bf16 rounding may flip a rare draw
+
+
+def test_generate_with_the_released_tokenizer():
+    """The MEG-GPT tokenizer: random prompts follow its token counts (weight 0 for the reserved
+    id 0), and the stream is decoded in one overlap-add (no window edges)."""
+    from pathlib import Path
+
+    from neurofm.models.generation import _tokenizer_weights
+    from neurofm.tokenizers import MEGGPTTokenizer
+
+    tok = MEGGPTTokenizer.from_pretrained(Path(__file__).parents[1] / "data" / "meg-gpt-tokenizer")
+    assert tok.vocab_size == 66
+    weights = _tokenizer_weights(tok, 66)
+    assert weights[0] == 0 and np.array_equal(weights[1:], tok.vocab_["total_token_counts"])
+    assert _tokenizer_weights(tok, 67) is None and _tokenizer_weights(MuLawTokenizer(), 5) is None
+    model = small(vocab_size=66, context=40, loss_last=8)
+    ds = generate(model, tok, n_steps=250, seed=0, top_k=10)
+    validate(ds)
+    assert history(ds)[-1]["params"]["decode"] == {"windowed": False}
+    toks = generate_tokens(model, n_steps=250, seed=0, top_k=10, token_weights=weights)
+    np.testing.assert_allclose(ds.signal.values,
+                               tok.decode(toks[0].T.numpy(), windowed=False), rtol=1e-6)
