@@ -277,28 +277,25 @@ def _rsa(rsa):
 
 def _encoding(enc):
     rows = enc["rows"]
-    nj = np.array([r["nn_brainjepa"] for r in rows], dtype=float)
-    nr = np.array([r["nn_raw"] for r in rows], dtype=float)
-    ceil = np.array([r["ceiling"] for r in rows], dtype=float)
-    better = int(np.sum(nj > nr))
+    rj = np.array([r["r2_brainjepa"] for r in rows], dtype=float)
+    rr = np.array([r["r2_raw"] for r in rows], dtype=float)
+    better = int(np.sum(rj > rr))
     reading = (f"over {len(rows)} held-out parcels ({enc['n_subjects']} subjects, "
                f"{enc['n_folds']}-fold subject-wise CV), Brain-JEPA features of the other "
-               f"parcels reach a median {np.nanmedian(nj):.2f} of the ceiling (median ceiling "
-               f"R² {np.nanmedian(ceil):.2f}), the raw patch means {np.nanmedian(nr):.2f}; the "
-               f"features beat the raw patch means on {better} of {len(rows)} parcels.")
-    table = _table(("held-out parcel", "network", "ceiling R²", "R² Brain-JEPA",
-                    "R² raw patch means", "Brain-JEPA / ceiling", "raw / ceiling"),
-                   [(html.escape(r["parcel"]), r["network"], _f(r["ceiling"]),
-                     _f(r["r2_brainjepa"]), _f(r["r2_raw"]), _f(r["nn_brainjepa"]),
-                     _f(r["nn_raw"])) for r in rows])
+               f"parcels predict the held-out parcel with a median out-of-fold R² of "
+               f"{np.nanmedian(rj):.2f}, the raw patch means of the other parcels with "
+               f"{np.nanmedian(rr):.2f}; the features do better on {better} of {len(rows)} "
+               "parcels.")
+    table = _table(("held-out parcel", "network", "R² Brain-JEPA features",
+                    "R² raw patch means"),
+                   [(html.escape(r["parcel"]), r["network"], _f(r["r2_brainjepa"]),
+                     _f(r["r2_raw"])) for r in rows])
     body = (_img(enc["figure"], "encoding scores")
             + "<p class='small'>Ridge from the encoder's token features (the held-out parcel "
               "is never shown to the model: only the other parcels' tokens are encoded) to "
               "the held-out parcel, per 8-volume patch, out-of-fold predictions of a "
-              "subject-wise K-fold. Resting-state runs have no repeated presentations, so the "
-              "repeat-based noise ceiling is not defined; the ceiling is the out-of-fold R² of "
-              "ridge on every frame of the other parcels in the patch, and scores are divided "
-              "by it (<code>neurofm.analysis.noise_normalized</code>).</p>" + table)
+              "subject-wise K-fold. Resting-state runs have no repeated presentations, so no "
+              "repeat-based noise ceiling is defined: the scores are plain R².</p>" + table)
     return _section("encoding", SECTIONS[5][1], reading, body, enc["command"])
 
 

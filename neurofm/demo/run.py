@@ -152,7 +152,8 @@ def _run(out, quick, cores, force):
             "generation", lambda: generation_step(out, meg_store, meg, sizes),
             params={"seconds": sizes["generate_seconds"]}, deps=["train-meggpt"],
             outputs=[out / "figures" / "generation.png"],
-            title=title(n_total, "MEG-GPT generation and spectra"))
+            title=title(k, "MEG-GPT generation and spectra"))
+        k += 1
     else:
         meg = None
         logger.info("MEG-GPT is not available in this installation: its sections are left "
@@ -170,7 +171,7 @@ def _run(out, quick, cores, force):
         title=title(k, "RSA / tRSA"))
     analyses["encoding"] = steps.run(
         "encoding", lambda: encoding_step(out, fmri_store, sample["root"], trained, sizes),
-        params={"heldout": sizes["encoding_heldout"]}, deps=train_deps,
+        params={"heldout": sizes["encoding_heldout"], "scores": "r2"}, deps=train_deps,
         outputs=[out / "figures" / "encoding.png"], title=title(k + 1, "encoding model"))
     analyses["dse"] = steps.run(
         "dse", lambda: dse_step(out, fmri_store, groups, trained, sizes),

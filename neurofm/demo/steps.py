@@ -498,23 +498,21 @@ def _patch_features(encoder, x, keep_rois, patch):
 
 
 def encoding_step(out, fmri_store, sample_root, trained, sizes):
-    """Encoding models from Brain-JEPA features to held-out parcels, with a ceiling.
+    """Encoding models from Brain-JEPA features to held-out parcels.
 
     For each held-out parcel the encoder sees the other parcels only (their tokens are the
     only ones encoded); its token features (mean over parcels, per 8-frame time patch)
     predict the held-out parcel's patch means with ridge (alpha by inner CV), fitted on the
     other subjects of a subject-wise K-fold (K = min(4, n_subjects)) and scored on the pooled
-    out-of-fold predictions (R^2). Resting-state runs have no repeated presentations, so the
-    repeat-based noise ceiling (:func:`neurofm.analysis.explainable_variance`) is not defined;
-    the ceiling is instead the out-of-fold R^2 of ridge on every frame of the other parcels in
-    the patch (the linearly predictable variance given the same inputs), and scores are
-    divided by it with :func:`neurofm.analysis.noise_normalized`. The same ridge on the other
-    parcels' patch means is the baseline.
+    out-of-fold predictions (R^2). The same ridge on the other parcels' patch means is the
+    baseline. Resting-state runs have no repeated presentations, so no repeat-based noise
+    ceiling (:func:`neurofm.analysis.explainable_variance`) is defined and the scores are
+    plain out-of-fold R^2.
     """
     import pandas as pd
     import torch
 
-    from ..analysis import RidgeCV, noise_normalized, r2_score
+    from ..analysis import RidgeCV, r2_score
     from ..data import NormalizationStats
     from ..evals import load_pretrained
 
@@ -554,29 +552,22 @@ def encoding_step(out, fmri_store, sample_root, trained, sizes):
     rows = []
     for h in heldout:
         keep = [i for i in range(n_rois) if i != h]
-        feats, means, full, ys, folds = [], [], [], [], []
+        feats, means, ys, folds = [], [], [], []
         for s, x in xs:
             f = frames(x)
             feats.append(_patch_features(encoder, x, keep, patch))
             means.append(f[keep].mean(axis=2).T)                          # (patches, ch)
-            full.append(f[keep].transpose(1, 0, 2).reshape(f.shape[1], -1))
             ys.append(f[h].mean(axis=1))
             folds.append(np.full(f.shape[1], fold_of[s]))
         Y, fold = np.concatenate(ys), np.concatenate(folds)
-        r2 = {}
-        for name, X in (("brainjepa", np.concatenate(feats)), ("raw", np.concatenate(means)),
-                        ("ceiling", np.concatenate(full))):
+        row = {"parcel": channels[h], "network": network[channels[h]]}
+        for name, X in (("brainjepa", np.concatenate(feats)), ("raw", np.concatenate(means))):
             pred = np.zeros_like(Y)
             for k in range(n_folds):
                 te = fold == k
                 model = RidgeCV(alphas=alphas).fit(X[~te], Y[~te, None])
                 pred[te] = np.ravel(model.predict(X[te]))
-            r2[name] = float(np.ravel(r2_score(Y[:, None], pred[:, None]))[0])
-        row = {"parcel": channels[h], "network": network[channels[h]],
-               "ceiling": r2["ceiling"], "r2_brainjepa": r2["brainjepa"], "r2_raw": r2["raw"]}
-        for name in ("brainjepa", "raw"):
-            row[f"nn_{name}"] = float(np.ravel(noise_normalized([r2[name]],
-                                                                [r2["ceiling"]]))[0])
+            row[f"r2_{name}"] = float(np.ravel(r2_score(Y[:, None], pred[:, None]))[0])
         rows.append(row)
     fig_path = _encoding_figure(out, rows, channels, network)
     return {"rows": rows, "n_subjects": len(subjects), "n_folds": n_folds, "figure": fig_path,
@@ -591,36 +582,36 @@ def _encoding_figure(out, rows, channels, network):
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(rows))
-    axes[0].bar(x - 0.2, [r["nn_brainjepa"] for r in rows], 0.4, label="Brain-JEPA features")
-    axes[0].bar(x + 0.2, [r["nn_raw"] for r in rows], 0.4, label="raw patch means",
+    axes[0].bar(x - 0.2, [r["r2_brainjepa"] for r in rows], 0.4, label="Brain-JEPA features")
+    axes[0].bar(x + 0.2, [r["r2_raw"] for r in rows], 0.4, label="raw patch means",
                 color="tab:orange")
-    axes[0].axhline(1.0, color="k", lw=0.8, ls="--", label="ceiling")
+    axes[0].axhline(0.0, color="k", lw=0.8)
     axes[0].set_xticks(x, [f"{r['parcel'].replace('grid_', '')}\n{r['network']}"
                            for r in rows], fontsize=7)
-    axes[0].set_ylabel("R² / ceiling (out of fold)")
+    axes[0].set_ylabel("R² (out of fold)")
     axes[0].legend(frameon=False, fontsize=7)
     # score map: networks (rows) x their parcels (columns)
     nets = sorted({network[c] for c in channels})
     members = {n: [c for c in channels if network[c] == n] for n in nets}
     width = max(len(m) for m in members.values())
     grid = np.full((len(nets), width), np.nan)
-    by_parcel = {r["parcel"]: r["nn_brainjepa"] for r in rows}
+    by_parcel = {r["parcel"]: r["r2_brainjepa"] for r in rows}
     for i, n in enumerate(nets):
         for j, c in enumerate(members[n]):
             grid[i, j] = by_parcel.get(c, np.nan)
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("0.9")
-    im = axes[1].imshow(grid, cmap=cmap, vmin=0, vmax=max(1.0, float(np.nanmax(grid))))
+    im = axes[1].imshow(grid, cmap=cmap, vmin=0, vmax=max(0.5, float(np.nanmax(grid))))
     for i, n in enumerate(nets):
         for j, c in enumerate(members[n]):
             v = grid[i, j]
             axes[1].text(j, i, f"{c.replace('grid_', '')}\n"
                          + ("not held out" if np.isnan(v) else f"{v:.2f}"),
                          ha="center", va="center", fontsize=6,
-                         color="k" if np.isnan(v) or v > 0.6 else "w")
+                         color="k" if np.isnan(v) or v > 0.3 else "w")
     axes[1].set_yticks(range(len(nets)), nets)
     axes[1].set_xticks([])
-    axes[1].set_title("Brain-JEPA R² / ceiling per parcel", fontsize=9)
+    axes[1].set_title("Brain-JEPA R² per held-out parcel", fontsize=9)
     fig.colorbar(im, ax=axes[1], fraction=0.046)
     fig.tight_layout()
     return _savefig(fig, Path(out) / "figures" / "encoding.png")
