@@ -12,8 +12,8 @@ FULL = {
     # runs per pipeline: None = every run
     "runs": {"eeg": None, "meg": None, "fmri": None, "calcium": None},
     "qc_max_seconds": 120.0,
-    "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 6},
-    "meggpt_stride": 20,            # samples between MEG-GPT training windows
+    "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 4},
+    "meggpt_stride": 50,            # samples between MEG-GPT training windows (= context)
     "generate_seconds": 4.0,        # MEG-GPT continuation compared with the real recording
     "checkpoint_every": 2,
     "probe_seeds": [0, 1, 2],
