@@ -184,7 +184,7 @@ def finetune_next_token(model, windows, *, steps=100, lr=1e-4, batch_size=16,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     return tuned.eval(), losses
 
 
