@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 
+from .._logging import logger
 from ..errors import DataError, FormatError, NeurofmError
 
 __all__ = ["add_probe_parser", "read_labels", "run_probe"]
@@ -105,10 +106,15 @@ def read_labels(path, label_column, id_column=None):
     ids = table[id_column].astype(str)
     if id_column == "participant_id":
         ids = ids.str.removeprefix("sub-")
-    values = pd.to_numeric(table[label_column], errors="coerce")
-    column = table[label_column] if values.isna().any() else values
-    if column.isna().any():
-        raise DataError(f"--labels {path}: column {label_column!r} has empty values")
+    present = table[label_column].notna().to_numpy()
+    if not present.any():
+        raise DataError(f"--labels {path}: column {label_column!r} has no values")
+    if not present.all():  # BIDS n/a: participants outside this analysis (e.g. other cohorts)
+        logger.info("--labels %s: %d row(s) without a %r value ignored", path,
+                    int((~present).sum()), label_column)
+    ids, labels = ids[present], table.loc[present, label_column]
+    values = pd.to_numeric(labels, errors="coerce")
+    column = labels if values.isna().any() else values
     return dict(zip(ids, column.tolist()))
 
 

@@ -331,3 +331,20 @@ def test_verdicts_say_plainly_when_the_encoder_does_not_win():
     res["mean"][3] = res["score"][3].mean("seed")
     res["std"][3] = res["score"][3].std("seed", ddof=1)
     assert verdicts(res)[2].startswith("enc linear (0.500 ± 0.100 balanced_accuracy) beats low")
+
+
+def test_label_table_with_bids_na_rows(tmp_path):
+    """participants.tsv lists participants of other analyses with n/a: those rows are ignored."""
+    from neurofm.errors import FormatError
+    from neurofm.evals.cli import read_labels
+
+    table = tmp_path / "participants.tsv"
+    table.write_text("participant_id\tgroup\tage\nsub-01\tn/a\t30\nsub-10\tA\t25\n"
+                     "sub-11\tB\tn/a\nsub-12\t\t40\n")
+    assert read_labels(table, "group") == {"10": "A", "11": "B"}
+    assert read_labels(table, "age") == {"01": 30, "10": 25, "12": 40}
+    table.write_text("participant_id\tgroup\nsub-01\tn/a\n")
+    with pytest.raises(DataError, match="has no values"):
+        read_labels(table, "group")
+    with pytest.raises(FormatError, match="no column 'sex'"):
+        read_labels(table, "sex")
