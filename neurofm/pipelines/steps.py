@@ -117,13 +117,9 @@ def read_step(source, output, *, modality, wildcards, read=None, pick=None, fmri
 def _labels(path):
     if not path:
         return None
-    import pandas as pd
+    from ..io.fmri import read_label_table
 
-    table = pd.read_csv(path, sep="\t" if str(path).endswith(".tsv") else ",")
-    if not {"index", "name"} <= set(table.columns):
-        raise NeurofmError(f"{path}: atlas labels table needs columns index and name; found "
-                           f"{list(table.columns)}")
-    return {int(i): str(n) for i, n in zip(table["index"], table["name"])}
+    return read_label_table(path)
 
 
 def apply_chain(ds, steps, *, modality):
