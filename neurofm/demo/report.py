@@ -195,9 +195,11 @@ def _training(out, trained):
             v = np.array(curves[train_key])[:, 1]
             k = max(1, len(v) // 5)
             a, b = float(np.mean(v[:k])), float(np.mean(v[-k:]))
+            flag = (" - near zero: the latent targets collapsed (see the DSE section)"
+                    if name == "brainjepa" and b < 0.02 * a else "")
             parts.append(f"{name} training loss {a:.3f} -> {b:.3f} "
                          f"({100 * (b - a) / abs(a):+.0f}%, mean of the first and last "
-                         f"{k} of {len(v)} steps)")
+                         f"{k} of {len(v)} steps{flag})")
         if val_key:
             v = np.array(curves[val_key])[:, 1]
             parts.append(f"validation {v[0]:.3f} -> {v[-1]:.3f}")
