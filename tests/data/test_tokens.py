@@ -26,7 +26,7 @@ RELEASE = Path(__file__).resolve().parent / "meg-gpt-tokenizer"
 CHANNELS = [f"P{i:02d}" for i in range(4)]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 N_CH, CONTEXT, SFREQ = 3, 24, 250.0
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
