@@ -662,6 +662,7 @@ def connectome_step(out, sample_root, calcium_store, sizes):
         rec = [{str(c) for c, r in zip(ds["channel"].values, ds["recorded"].values) if r}
                for ds in worms]
         neurons = [str(c) for c in worms[0]["channel"].values if all(str(c) in r for r in rec)]
+        recordings = {k: ds.sel(channel=neurons) for k, ds in recordings.items()}
         source, command_read = "C. elegans", (
             f"from neurofm.io.celegans import read_celegans; "
             f"recs = read_celegans('{parquet}')")
