@@ -586,8 +586,8 @@ def _encoding_figure(out, rows, channels, network):
     axes[0].bar(x + 0.2, [r["r2_raw"] for r in rows], 0.4, label="raw patch means",
                 color="tab:orange")
     axes[0].axhline(0.0, color="k", lw=0.8)
-    axes[0].set_xticks(x, [f"{r['parcel'].replace('grid_', '')}\n{r['network']}"
-                           for r in rows], fontsize=7)
+    axes[0].set_xticks(x, [f"{r['parcel'].replace('grid_', '')} {r['network']}"
+                           for r in rows], fontsize=7, rotation=45, ha="right")
     axes[0].set_ylabel("R² (out of fold)")
     axes[0].legend(frameon=False, fontsize=7)
     # score map: networks (rows) x their parcels (columns)
