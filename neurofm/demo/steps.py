@@ -599,8 +599,7 @@ def _encoding_figure(out, rows, channels, network):
     for i, n in enumerate(nets):
         for j, c in enumerate(members[n]):
             grid[i, j] = by_parcel.get(c, np.nan)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("0.9")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.9")
     im = axes[1].imshow(grid, cmap=cmap, vmin=0, vmax=max(0.5, float(np.nanmax(grid))))
     for i, n in enumerate(nets):
         for j, c in enumerate(members[n]):
