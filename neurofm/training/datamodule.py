@@ -38,6 +38,23 @@ class _EpochSampler(DistributedSampler):
             self.collate_fn.set_epoch(epoch)
 
 
+def epoch_loader(datamodule, dataset, *, shuffle, collate_fn):
+    """A DataLoader over ``dataset`` with an :class:`_EpochSampler` (one process or DDP).
+
+    ``datamodule`` provides ``trainer`` (when attached), ``seed``, ``batch_size``,
+    ``num_workers``, ``pin_memory`` and ``persistent_workers``.
+    """
+    trainer = getattr(datamodule, "trainer", None)
+    replicas, rank = (1, 0) if trainer is None else (int(trainer.world_size),
+                                                      int(trainer.global_rank))
+    sampler = _EpochSampler(dataset, collate_fn=collate_fn, num_replicas=replicas, rank=rank,
+                            shuffle=shuffle, seed=datamodule.seed, drop_last=False)
+    return DataLoader(dataset, batch_size=datamodule.batch_size, sampler=sampler,
+                      num_workers=datamodule.num_workers, collate_fn=collate_fn,
+                      pin_memory=datamodule.pin_memory and torch.cuda.is_available(),
+                      persistent_workers=datamodule.persistent_workers)
+
+
 class BrainDataModule(pl.LightningDataModule):
     """Train / val / test windows of a store, with normalization fitted on train.
 
@@ -160,24 +177,12 @@ class BrainDataModule(pl.LightningDataModule):
                     random_crop=self.random_crop and split == "train")
 
     # ---------------------------------------------------------------- loaders
-    def _replicas(self):
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        return int(trainer.world_size), int(trainer.global_rank)
-
     def _loader(self, split, shuffle):
         if split not in self.datasets:
             raise NeurofmError(f"BrainDataModule: call setup() before asking for the {split} "
                                "loader")
-        dataset = self.datasets[split]
-        replicas, rank = self._replicas()
-        sampler = _EpochSampler(dataset, collate_fn=self.collate_fn, num_replicas=replicas,
-                                rank=rank, shuffle=shuffle, seed=self.seed, drop_last=False)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=self.collate_fn,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers)
+        return epoch_loader(self, self.datasets[split], shuffle=shuffle,
+                            collate_fn=self.collate_fn)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -35,7 +35,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import default_collate
 
 from .._logging import logger
 from ..data.tokens import (
@@ -50,7 +50,7 @@ from ..objectives.schedules import warmup_cosine
 from ..store import Store
 from ..tokenizers import Tokenizer
 from .base import NeurofmModule
-from .datamodule import _EpochSampler
+from .datamodule import epoch_loader
 
 __all__ = ["MEGGPTModule", "TokenDataModule", "unigram_accuracy"]
 
@@ -203,16 +203,8 @@ class TokenDataModule(pl.LightningDataModule):
             if split == "train":
                 raise NeurofmError("TokenDataModule: call setup() before asking for loaders")
             return []  # no recording in this split: nothing to validate / test
-        dataset = self.datasets[split]
-        trainer = getattr(self, "trainer", None)
-        replicas, rank = (1, 0) if trainer is None else (int(trainer.world_size),
-                                                          int(trainer.global_rank))
-        sampler = _EpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle,
-                                seed=self.seed, drop_last=False)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=default_collate,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers)
+        return epoch_loader(self, self.datasets[split], shuffle=shuffle,
+                            collate_fn=default_collate)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
