@@ -38,15 +38,21 @@ class _EpochSampler(DistributedSampler):
             self.collate_fn.set_epoch(epoch)
 
 
-def epoch_loader(datamodule, dataset, *, shuffle, collate_fn):
+def replicas_of(datamodule):
+    """``(world size, rank)`` of the trainer a datamodule is attached to; (1, 0) without."""
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return 1, 0
+    return int(trainer.world_size), int(trainer.global_rank)
+
+
+def epoch_loader(datamodule, dataset, *, shuffle, collate_fn, replicas):
     """A DataLoader over ``dataset`` with an :class:`_EpochSampler` (one process or DDP).
 
-    ``datamodule`` provides ``trainer`` (when attached), ``seed``, ``batch_size``,
-    ``num_workers``, ``pin_memory`` and ``persistent_workers``.
+    ``datamodule`` provides ``seed``, ``batch_size``, ``num_workers``, ``pin_memory`` and
+    ``persistent_workers``; ``replicas`` is ``(world size, rank)``.
     """
-    trainer = getattr(datamodule, "trainer", None)
-    replicas, rank = (1, 0) if trainer is None else (int(trainer.world_size),
-                                                      int(trainer.global_rank))
+    replicas, rank = replicas
     sampler = _EpochSampler(dataset, collate_fn=collate_fn, num_replicas=replicas, rank=rank,
                             shuffle=shuffle, seed=datamodule.seed, drop_last=False)
     return DataLoader(dataset, batch_size=datamodule.batch_size, sampler=sampler,
@@ -177,12 +183,15 @@ class BrainDataModule(pl.LightningDataModule):
                     random_crop=self.random_crop and split == "train")
 
     # ---------------------------------------------------------------- loaders
+    def _replicas(self):
+        return replicas_of(self)
+
     def _loader(self, split, shuffle):
         if split not in self.datasets:
             raise NeurofmError(f"BrainDataModule: call setup() before asking for the {split} "
                                "loader")
         return epoch_loader(self, self.datasets[split], shuffle=shuffle,
-                            collate_fn=self.collate_fn)
+                            collate_fn=self.collate_fn, replicas=self._replicas())
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

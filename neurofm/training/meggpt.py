@@ -50,7 +50,7 @@ from ..objectives.schedules import warmup_cosine
 from ..store import Store
 from ..tokenizers import Tokenizer
 from .base import NeurofmModule
-from .datamodule import epoch_loader
+from .datamodule import epoch_loader, replicas_of
 
 __all__ = ["MEGGPTModule", "TokenDataModule", "unigram_accuracy"]
 
@@ -204,7 +204,7 @@ class TokenDataModule(pl.LightningDataModule):
                 raise NeurofmError("TokenDataModule: call setup() before asking for loaders")
             return []  # no recording in this split: nothing to validate / test
         return epoch_loader(self, self.datasets[split], shuffle=shuffle,
-                            collate_fn=default_collate)
+                            collate_fn=default_collate, replicas=replicas_of(self))
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
