@@ -63,18 +63,13 @@ def load_meggpt(path):
     FormatError
         Not a MEG-GPT checkpoint, no embedded tokenizer, or weights that do not match.
     """
-    import torch
-
     from ..data.tokens import unpack_tokenizer
     from ..models import MEGGPT
+    from ..models.export import read_torch_file
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FormatError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # any unpickling failure means a bad file
-        raise FormatError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    ckpt = read_torch_file(path, what="checkpoint", weights_only=False,
+                           kind="torch checkpoint")
     meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
     if not meta or "meggpt" not in str(meta.get("model_class", "")).lower():
         raise FormatError(f"{path}: not a MEG-GPT checkpoint of neurofm fit (model_class "

@@ -78,15 +78,10 @@ def load_pretrained(path):
     """
     import tempfile
 
-    from ..models.export import ENCODER_FORMAT, export_encoder, load_encoder
+    from ..models.export import ENCODER_FORMAT, export_encoder, load_encoder, read_torch_file
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FormatError(f"{path}: checkpoint or encoder file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # any unpickling failure means a bad file
-        raise FormatError(f"{path}: not a readable torch file ({exc})") from exc
+    payload = read_torch_file(path, what="checkpoint or encoder file", weights_only=False)
     if isinstance(payload, dict) and payload.get("format") == ENCODER_FORMAT:
         if (payload.get("config") or {}).get("model") == "BrainMAE":
             from ..models.brainmae import load_brainmae_encoder

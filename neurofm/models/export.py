@@ -164,6 +164,21 @@ def export_encoder(ckpt_or_model, path, *, which="target"):
     return path
 
 
+def read_torch_file(path, *, what, weights_only, map_location="cpu", kind="torch file"):
+    """``torch.load`` of a file given by the user, failures as FormatError naming it.
+
+    ``what`` names the expected file in the not-found message ("encoder file", ...), ``kind``
+    the expected format in the unreadable message.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FormatError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as exc:  # any unpickling failure means a bad file
+        raise FormatError(f"{path}: not a readable {kind} ({exc})") from exc
+
+
 def load_encoder(path, *, map_location="cpu"):
     """Load an encoder written by :func:`export_encoder`.
 
@@ -182,12 +197,8 @@ def load_encoder(path, *, map_location="cpu"):
     from .brainjepa import BrainJEPA
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FormatError(f"{path}: encoder file not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # any unpickling failure means a bad file
-        raise FormatError(f"{path}: not a readable torch file ({exc})") from exc
+    payload = read_torch_file(path, what="encoder file", weights_only=True,
+                              map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
         raise FormatError(f"{path}: not a neurofm encoder file (format "
                           f"{payload.get('format') if isinstance(payload, dict) else None!r}, "
