@@ -26,7 +26,8 @@ reported (wall clock and process CPU time), so drifting machine load hits both a
 "floor" is the same step with the linear layers alone (no attention, norms, dropout,
 activations or embeddings): what no attention kernel can go below. ``--device cuda --bf16``
 gives the bf16 autocast throughput and the model-FLOPs utilization (FLOPs from
-``neurofm.models.meggpt.count_flops`` over ``--peak-tflops``).
+``neurofm.models.meggpt.count_flops`` over ``--peak-tflops``); ``--compile`` compiles the
+training loss of both implementations with ``torch.compile`` (generation stays eager).
 
 Usage::
 
@@ -215,15 +216,18 @@ class Trainer:
         self.session = torch.randint(0, args.sessions, (args.batch,), generator=g).to(device)
         self.labels = [self.session[:, None].expand(-1, args.context + 1)]
         model.train()
+        if impl == "neurofm":
+            self.loss_fn = lambda: model.loss(self.x, self.session)[0]
+        else:
+            self.loss_fn = lambda: model(self.x, self.labels)["total_loss"].mean()
+        if args.compile:  # the whole loss (forward + cross-entropy), as one would in training
+            self.loss_fn = torch.compile(self.loss_fn)
 
     def step(self):
         import torch
 
         with _autocast(self.args, self.device):
-            if self.impl == "neurofm":
-                loss, _ = self.model.loss(self.x, self.session)
-            else:
-                loss = self.model(self.x, self.labels)["total_loss"].mean()
+            loss = self.loss_fn()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -299,6 +303,8 @@ def main(argv=None):
     p.add_argument("--reference", help="scratch checkout of OHBA-analysis/MEG-GPT")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (both)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training loss of both (generation stays eager)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--channels", type=int, default=16, help="C (52 in the release)")
     p.add_argument("--vocab", type=int, default=66)
@@ -335,6 +341,7 @@ def main(argv=None):
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {"config": _config(args), "batch": args.batch, "gen_batch": args.gen_batch,
               "gen_steps": args.gen_steps, "device": str(device), "bf16": args.bf16,
+              "compile": args.compile,
               "threads": torch.get_num_threads(), "loadavg_before": load,
               "torch": torch.__version__, "reference": args.reference or None}
     impls = {"neurofm": _ours(args, device)}

@@ -333,6 +333,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--no-peak", action="store_true",
+                   help="skip the per-implementation peak-memory processes (saves two "
+                        "model builds, and two compilations with --compile, per size)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="accelerator peak for MFU (H100/H200 dense bf16: 989)")
@@ -374,8 +377,8 @@ def main(argv=None):
     for size in args.sizes:
         impls = ["neurofm"] + (["reference"] if ref_ok else [])
         # peak memory: each implementation alone in its own process (2 steps)
-        peaks = {}
-        for impl in impls:
+        peaks = {impl: float("nan") for impl in impls}
+        for impl in impls if not args.no_peak else ():
             r = _run(common + ["--_worker", impl, size, "--steps", "2"],
                      args.timeout)
             peaks[impl] = r[0]["peak_mb"] if r else float("nan")
@@ -385,7 +388,8 @@ def main(argv=None):
             print(f"{size}: FAILED (see stderr)")
             continue
         for r, impl in zip(rows, impls):
-            r["peak_mb"] = peaks[impl]
+            if not args.no_peak or r.get("peak_mb") is None:  # alone: measured in-process
+                r["peak_mb"] = peaks[impl]
             results.append(r)
             mfu = f", MFU {100 * r['mfu']:.1f} %" if r.get("mfu") else ""
             print(f"{r['impl']:>22} {size:>5}: step {r['step_s']:.3f} s, train "
