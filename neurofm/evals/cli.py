@@ -17,6 +17,13 @@ zero-shot and fine-tuned features against the raw epoch and the baselines)::
         --events famous=0 unfamiliar=1 scrambled=2 button=3 --epoch-samples 80
 
 writes ``decoding.csv`` (every fold) and ``decoding.md`` (fold means, chance) under ``--out``.
+The same protocol from the config(s) of ``neurofm fit`` (composed as ``fit`` composes them:
+the store, tokenizer and model settings), the checkpoint giving the weights; without
+``--ckpt_path`` the config's randomly initialized model (the ``zero-shot (random init)``
+row)::
+
+    neurofm probe -c configs/meggpt.yaml -c configs/data/meg_example.yaml \
+        --ckpt_path runs/meggpt/checkpoints/last.ckpt --events famous=0 unfamiliar=1 ...
 """
 
 from __future__ import annotations
@@ -36,8 +43,20 @@ def add_probe_parser(sub):
         description="Linear probe and fine-tuning of pretrained encoders, a randomly "
                     "initialized encoder of the same architecture, and classical baselines "
                     "(fMRI: functional connectivity; EEG/MEG: covariance tangent space, log "
-                    "band power), on the same subject-disjoint splits over several seeds.")
-    p.add_argument("store", help="store directory or URL")
+                    "band power), on the same subject-disjoint splits over several seeds. "
+                    "With --events and MEG-GPT (a checkpoint as --encoder, or the config(s) "
+                    "of neurofm fit as -c with an optional --ckpt_path): the MEG-GPT decoding "
+                    "protocol on event-locked epochs (cross-session and cross-subject).")
+    p.add_argument("store", nargs="?", default=None,
+                   help="store directory or URL (with -c: replaces the config's data.store)")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="CONFIG",
+                   help="neurofm fit YAML config of MEG-GPT (repeatable, composed as by "
+                        "neurofm fit, e.g. -c configs/meggpt.yaml -c "
+                        "configs/data/meg_example.yaml): it gives the store, the tokenizer "
+                        "and the model; needs --events")
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None,
+                   help="with -c: the neurofm fit checkpoint giving the weights (strict "
+                        "load); without it the config's random initialization is evaluated")
     p.add_argument("--labels", default=None,
                    help="TSV/CSV table with one row per subject or recording (required "
                         "unless --events)")
@@ -56,7 +75,8 @@ def add_probe_parser(sub):
                    help="auto, none, or names (fc_correlation fc_tangent riemann_tangent "
                         "log_bandpower)")
     p.add_argument("--no-random-init", action="store_true",
-                   help="skip the randomly initialized encoders")
+                   help="skip the randomly initialized encoders (with -c and --ckpt_path: "
+                        "the zero-shot (random init) row)")
     p.add_argument("--window-samples", type=int, default=None,
                    help="window length in samples (default: the encoder's n_frames)")
     p.add_argument("--window-s", type=float, default=None, help="window length in seconds")
@@ -73,7 +93,7 @@ def add_probe_parser(sub):
                    help="epoch length in samples (MEG-GPT decoding; 80 in the paper)")
     p.add_argument("--finetune-steps", type=int, default=100,
                    help="self-supervised fine-tuning steps per fold (MEG-GPT decoding; 0: "
-                        "zero-shot only)")
+                        "zero-shot only; never for the random init)")
     p.set_defaults(func=run_probe)
     return p
 
@@ -141,13 +161,22 @@ def run_probe(args):
     elif baselines == ["none"]:
         baselines = []
     encoders = _encoders(args.encoder) or None
+    if getattr(args, "config", None):
+        return _run_meggpt_config(args, encoders, baselines)
+    if getattr(args, "ckpt_path", None):
+        raise NeurofmError("--ckpt_path goes with -c CONFIG (the neurofm fit config of the "
+                           "checkpoint); without a config give --encoder NAME=CHECKPOINT")
+    if args.store is None:
+        raise NeurofmError("STORE is required (or -c CONFIG, whose data.init_args.store "
+                           "gives it)")
     from .decoding import is_meggpt_checkpoint
 
     if encoders and any(is_meggpt_checkpoint(p) for p in encoders.values()):
         return _run_meggpt_decoding(args, encoders, baselines)
     if args.events:
         raise NeurofmError("--events (event-locked decoding) needs MEG-GPT checkpoints as "
-                           "--encoder; other encoders are probed with --labels")
+                           "--encoder or a MEG-GPT config as -c; other encoders are probed "
+                           "with --labels")
     if args.labels is None or args.label_column is None:
         raise NeurofmError("--labels and --label-column are required (or --events with a "
                            "MEG-GPT checkpoint)")
@@ -178,8 +207,8 @@ def _parse_events(items):
         if not sep or not desc:
             raise NeurofmError(f"--events: expected DESCRIPTION=INTEGER_LABEL; got {item!r}")
     if not out:
-        raise NeurofmError("--events is required with MEG-GPT checkpoints (e.g. --events "
-                           "famous=0 unfamiliar=1 scrambled=2 button=3)")
+        raise NeurofmError("--events is required with MEG-GPT checkpoints or -c configs (e.g. "
+                           "--events famous=0 unfamiliar=1 scrambled=2 button=3)")
     return out
 
 
@@ -187,7 +216,7 @@ def _run_meggpt_decoding(args, encoders, baselines):
     """The MEG-GPT decoding protocol for every MEG-GPT checkpoint given."""
     import pandas as pd
 
-    from .decoding import decode, is_meggpt_checkpoint, load_meggpt, summary_table
+    from .decoding import decode, is_meggpt_checkpoint, load_meggpt
 
     others = [n for n, p in encoders.items() if not is_meggpt_checkpoint(p)]
     if others:
@@ -203,14 +232,53 @@ def _run_meggpt_decoding(args, encoders, baselines):
                      device=args.device)
         res.insert(0, "model", name)
         tables.append(res)
-    res = pd.concat(tables, ignore_index=True)
-    os.makedirs(args.out, exist_ok=True)
-    csv = os.path.join(args.out, "decoding.csv")
+    return _write_decoding(pd.concat(tables, ignore_index=True), args.out)
+
+
+def _run_meggpt_config(args, encoders, baselines):
+    """The MEG-GPT decoding protocol on the model of ``neurofm fit`` config(s)."""
+    from .decoding import RANDOM_INIT, decode, meggpt_from_config
+
+    if encoders:
+        raise NeurofmError(f"--encoder {sorted(encoders)} and -c {args.config}: give either "
+                           "MEG-GPT checkpoints as --encoder or a neurofm fit config (its "
+                           "checkpoint as --ckpt_path), not both")
+    if args.labels is not None or args.label_column is not None:
+        raise NeurofmError("--labels / --label-column: with -c the MEG-GPT decoding protocol "
+                           "runs, labelled by --events")
+    if args.ckpt_path is None and args.no_random_init:
+        raise NeurofmError("-c without --ckpt_path evaluates the config's random "
+                           "initialization; --no-random-init leaves nothing to evaluate")
+    events = _parse_events(args.events)
+    setup = meggpt_from_config(args.config, args.ckpt_path, store=args.store)
+    common = {"n_samples": args.epoch_samples, "tmin": args.tmin, "channels": setup.channels,
+              "sfreq": setup.sfreq, "cache_dir": setup.cache_dir, "seed": args.seeds[0],
+              "device": args.device}
+    if setup.model is not None:
+        res = decode(setup.model, setup.tokenizer, setup.store, events, baselines=baselines,
+                     finetune=args.finetune_steps > 0,
+                     finetune_steps=max(1, args.finetune_steps),
+                     random_init=None if args.no_random_init else setup.random_init, **common)
+    else:  # the zero-shot features of the random initialization (never fine-tuned)
+        res = decode(setup.random_init, setup.tokenizer, setup.store, events,
+                     baselines=baselines, finetune=False, **common)
+        res["features"] = res["features"].replace({"zero-shot": RANDOM_INIT})
+    name = os.path.splitext(os.path.basename(setup.configs[0]))[0] or "meggpt"
+    res.insert(0, "model", name)
+    return _write_decoding(res, args.out)
+
+
+def _write_decoding(res, out):
+    """``decoding.csv`` and ``decoding.md`` under ``out``; the tables printed."""
+    from .decoding import summary_table
+
+    os.makedirs(out, exist_ok=True)
+    csv = os.path.join(out, "decoding.csv")
     res.to_csv(csv, index=False)
     lines = []
     for name, part in res.groupby("model", sort=False):
         lines += [f"## {name}", "", summary_table(part).to_markdown(floatfmt=".3f"), ""]
-    md = os.path.join(args.out, "decoding.md")
+    md = os.path.join(out, "decoding.md")
     with open(md, "w") as fid:
         fid.write("\n".join(lines))
     print("\n".join(lines))

@@ -22,23 +22,31 @@ Every feature set is standardized with the training statistics and classified wi
   and test on that subject's (subject-disjoint).
 
 Runs are the manifest's ``run`` (else ``session``, else each recording is its own run).
+
+The model comes from a ``neurofm fit`` checkpoint (:func:`load_meggpt`) or from the YAML
+config(s) of ``neurofm fit`` with or without a checkpoint (:func:`meggpt_from_config`; no
+checkpoint: the config's randomly initialized model).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import pickle
+from typing import NamedTuple
 
 import numpy as np
 
-from .._logging import logger, use_log_level
+from .._logging import logger, use_log_level, warn
 from ..errors import DataError, FormatError, NeurofmError
 
-__all__ = ["FEATURES", "decode", "decoding_splits", "finetune_next_token", "is_meggpt_checkpoint",
-           "load_meggpt", "meggpt_features", "summary_table"]
+__all__ = ["FEATURES", "RANDOM_INIT", "CheckpointMismatchError", "ConfigError", "MEGGPTSetup",
+           "decode", "decoding_splits", "finetune_next_token", "is_meggpt_checkpoint",
+           "load_meggpt", "meggpt_features", "meggpt_from_config", "summary_table"]
 
 FEATURES = ("raw", "zero-shot", "fine-tuned")
+RANDOM_INIT = "zero-shot (random init)"
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -102,6 +110,301 @@ def is_meggpt_checkpoint(path):
         return False  # not a torch file: not ours (the caller reports it)
     meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
     return bool(meta) and "meggpt" in str(meta.get("model_class", "")).lower()
+
+
+# ------------------------------------------------------------------------------ configs
+class ConfigError(NeurofmError):
+    """A ``neurofm fit`` config that does not give a MEG-GPT model on a store."""
+
+
+class CheckpointMismatchError(FormatError):
+    """Checkpoint weights that do not fit the model of the config (every mismatch listed).
+
+    Attributes
+    ----------
+    path : str
+        The checkpoint.
+    missing : list of str
+        Parameters of the config's model absent from the checkpoint.
+    unexpected : list of str
+        Checkpoint parameters the config's model does not have.
+    shapes : dict of str -> (tuple, tuple)
+        Parameter -> (checkpoint shape, config model shape), where they differ.
+    settings : dict of str -> (object, object)
+        Model setting -> (checkpoint value, config value), where they differ.
+    """
+
+    def __init__(self, path, where, missing, unexpected, shapes, settings):
+        self.path, self.missing, self.unexpected = path, missing, unexpected
+        self.shapes, self.settings = shapes, settings
+
+        def listed(items):
+            items = list(items)
+            more = f" ... ({len(items) - 20} more)" if len(items) > 20 else ""
+            return f"{items[:20]}{more}"
+
+        shape_text = [f"{k}: {tuple(a)} vs {tuple(b)}" for k, (a, b) in shapes.items()]
+        setting_text = [f"{k}: {a!r} vs {b!r}" for k, (a, b) in settings.items()]
+        super().__init__(
+            f"--ckpt_path {path}: the weights do not match the model of {where} (strict "
+            f"load): missing {listed(missing)}, unexpected {listed(unexpected)}, shapes "
+            f"(checkpoint vs config) {listed(shape_text)}; model settings (checkpoint vs "
+            f"config) {setting_text or 'identical'}")
+
+
+class MEGGPTSetup(NamedTuple):
+    """What :func:`meggpt_from_config` gives: everything :func:`decode` needs.
+
+    Attributes
+    ----------
+    model : neurofm.models.MEGGPT | None
+        The config's model with the checkpoint's weights (eval mode; ``model.extra`` holds the
+        checkpoint's metadata), or None without a checkpoint.
+    random_init : neurofm.models.MEGGPT
+        The config's model with the initial weights ``neurofm fit`` would start from (drawn
+        after the config's ``seed_everything``), in eval mode.
+    tokenizer : neurofm.tokenizers.Tokenizer
+        The checkpoint's embedded tokenizer; without a checkpoint the config's
+        ``data.init_args.tokenizer`` (fitted on the store's train split when it needs
+        fitting).
+    store : neurofm.store.Store
+        ``data.init_args.store`` (or the ``store=`` override).
+    channels : "intersection" | list of str
+        The checkpoint's channels, else ``data.init_args.channels``.
+    sfreq : "auto" | float | None
+        ``data.init_args.sfreq``.
+    cache_dir : str | None
+        ``data.init_args.cache_dir`` (the token cache of pretraining, shared).
+    configs : list of str
+        The config files, in order.
+    """
+
+    model: object
+    random_init: object
+    tokenizer: object
+    store: object
+    channels: object
+    sfreq: object
+    cache_dir: object
+    configs: list
+
+
+def _resolve(class_path):
+    module, _, name = str(class_path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _compose(args, where):
+    """Run neurofm's Lightning CLI on ``args`` without a trainer: (module, datamodule)."""
+    import argparse
+
+    import lightning.pytorch as pl
+
+    from ..training import MEGGPTModule, TokenDataModule
+    from ..training.cli import NeurofmCLI, _neurofm_cause
+
+    expected = {"model": MEGGPTModule, "data": TokenDataModule}
+
+    class ProbeCLI(NeurofmCLI):
+        """``neurofm fit``'s config composition, without a trainer and without exiting."""
+
+        def parse_arguments(self, parser, args):
+            try:
+                self.config = parser.parse_args(args)
+            except argparse.ArgumentError as err:
+                text = str(err)
+                if "store=None" in text or "'store'" in text or '"store"' in text:
+                    raise ConfigError(f"{where}: data.init_args.store is not set: expected "
+                                      "the store directory (in the config or as STORE); "
+                                      "found none") from err
+                raise ConfigError(f"{where}: not a valid neurofm fit config: "
+                                  f"{text.strip()}") from err
+
+        def before_instantiate_classes(self):
+            found = {}
+            for key in expected:
+                section = self.config.get(key)
+                found[key] = None if section is None else section.get("class_path")
+            bad = [k for k, cls in expected.items()
+                   if not isinstance(_resolve(found[k]), type)
+                   or not issubclass(_resolve(found[k]), cls)]
+            if bad:
+                want = ", ".join(f"{k}.class_path neurofm.training.{expected[k].__name__}"
+                                 for k in expected)
+                got = ", ".join(f"{k}.class_path {found[k]}" for k in expected)
+                raise ConfigError(f"{where}: not a MEG-GPT config: expected {want}; found "
+                                  f"{got}")
+
+        def instantiate_trainer(self, **kwargs):
+            return None  # probing needs no trainer (nor its devices, loggers, folders)
+
+    try:
+        cli = ProbeCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, args=list(args), run=False,
+                       parser_kwargs={"prog": "neurofm probe", "default_env": False,
+                                      "exit_on_error": False},
+                       auto_configure_optimizers=False)
+    except ValueError as err:  # jsonargparse wraps errors of the classes it builds
+        cause = _neurofm_cause(err)
+        if cause is None:
+            raise ConfigError(f"{where}: the config's classes could not be built: "
+                              f"{str(err).strip()}") from err
+        raise cause from err
+    return cli.model, cli.datamodule
+
+
+def _tokenizer_problem(source, tokenizer):
+    """Why the checkpoint's ``tokenizer`` is not the config's ``source`` (None: it is)."""
+    from ..data.tokens import is_fitted, load_tokenizer, tokenizer_fingerprint
+    from ..tokenizers import Tokenizer
+
+    if source is None:
+        return None
+    if isinstance(source, Tokenizer):
+        config_tok = source
+    else:
+        try:
+            config_tok = load_tokenizer(source)
+        except NeurofmError as err:  # e.g. the released tokenizer not downloaded here
+            logger.info("data.init_args.tokenizer %s not loaded (%s); the checkpoint's "
+                        "embedded tokenizer is used", source, err)
+            return None
+    if type(config_tok) is not type(tokenizer):
+        return (f"{type(tokenizer).__name__} in the checkpoint vs "
+                f"{type(config_tok).__name__} in the config")
+    if is_fitted(config_tok) and not isinstance(source, Tokenizer) \
+            and tokenizer_fingerprint(config_tok) != tokenizer_fingerprint(tokenizer):
+        return f"the checkpoint's {type(tokenizer).__name__} is not the one saved at {source}"
+    if config_tok.vocab_size != tokenizer.vocab_size:
+        return (f"vocab_size {tokenizer.vocab_size} in the checkpoint vs "
+                f"{config_tok.vocab_size} in the config")
+    return None
+
+
+def meggpt_from_config(config, ckpt_path=None, *, store=None, overrides=()):
+    """MEG-GPT model, tokenizer and store from the config(s) of ``neurofm fit``.
+
+    The YAML files are composed exactly as ``neurofm fit -c A -c B`` composes them (neurofm's
+    Lightning CLI: later files and dotted ``overrides`` win; ``seed_everything`` is applied
+    before the model is built); no trainer is built. The config gives the store
+    (``data.init_args.store``), the tokenizer and the model settings; the checkpoint, when
+    given, the weights (strict: every missing, unexpected or reshaped parameter is listed)
+    and the tokenizer state the weights were trained with.
+
+    Parameters
+    ----------
+    config : str | os.PathLike | list of those
+        ``neurofm fit`` YAML config(s), e.g. ``["configs/meggpt.yaml",
+        "configs/data/meg_example.yaml"]``.
+    ckpt_path : str | os.PathLike, optional
+        A checkpoint of ``neurofm fit`` with this config (``last.ckpt``). None: the model
+        keeps its random initialization.
+    store : str | os.PathLike | neurofm.store.Store, optional
+        Replaces ``data.init_args.store``.
+    overrides : sequence of str
+        Dotted overrides as ``neurofm fit`` takes them
+        (``"--model.init_args.model.init_args.dropout=0.0"``).
+
+    Returns
+    -------
+    setup : MEGGPTSetup
+        ``model`` (None without a checkpoint), ``random_init``, ``tokenizer``, ``store``,
+        ``channels``, ``sfreq``, ``cache_dir``, ``configs``.
+
+    Raises
+    ------
+    ConfigError
+        A config file missing or invalid, not a MEG-GPT config (model ``MEGGPTModule``,
+        data ``TokenDataModule``), no store, a store that cannot be opened, or a tokenizer
+        whose vocabulary is not the model's.
+    FormatError
+        The checkpoint is missing, unreadable or not a MEG-GPT checkpoint of ``neurofm fit``,
+        or its tokenizer is not the config's.
+    CheckpointMismatchError
+        Its weights do not fit the config's model.
+    """
+    from ..data.tokens import fit_tokenizer, is_fitted, load_tokenizer, unpack_tokenizer
+    from ..models.export import read_torch_file
+    from ..store import Store, open_store
+
+    configs = [os.fspath(c) for c in
+               ([config] if isinstance(config, (str, os.PathLike)) else list(config))]
+    if not configs:
+        raise ConfigError("-c/--config: expected at least one neurofm fit YAML config; got "
+                          "none")
+    for c in configs:
+        if not os.path.isfile(c):
+            raise ConfigError(f"-c {c}: config file not found")
+    where = " ".join(f"-c {c}" for c in configs)
+    args = [a for c in configs for a in ("-c", c)]
+    if store is not None:
+        path = store.path if isinstance(store, Store) else os.fspath(store)
+        args.append(f"--data.init_args.store={path}")
+    args += [os.fspath(o) for o in overrides]
+    module, dm = _compose(args, where)
+    random_init = module.model.eval()
+    cfg = dict(random_init.config)
+
+    source = store if isinstance(store, Store) else dm.store
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise ConfigError(f"{where}: data.init_args.store is not set: expected the store "
+                          "directory (in the config or as STORE); found none")
+    try:
+        st = source if isinstance(source, Store) else open_store(source)
+    except NeurofmError as err:
+        raise ConfigError(f"{where}: data.init_args.store={os.fspath(source)!r}: {err}") \
+            from err
+
+    model, extra = None, {}
+    if ckpt_path is not None:
+        path = os.fspath(ckpt_path)
+        ckpt = read_torch_file(path, what="checkpoint (--ckpt_path)", weights_only=False,
+                               kind="torch checkpoint")
+        meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
+        model_class = None if not meta else meta.get("model_class")
+        if not meta or "meggpt" not in str(model_class).lower() \
+                or not isinstance(ckpt.get("state_dict"), dict):
+            raise FormatError(f"--ckpt_path {path}: expected a MEG-GPT checkpoint of neurofm "
+                              f"fit (model_class MEGGPT); found model_class {model_class!r}")
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
+                 if k.startswith("model.")}
+        own = random_init.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = {k: (tuple(state[k].shape), tuple(own[k].shape))
+                  for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape}
+        saved = dict(meta.get("model_config") or {})
+        settings = {k: (saved.get(k), cfg.get(k)) for k in sorted(set(saved) | set(cfg))
+                    if saved.get(k) != cfg.get(k)}
+        if missing or unexpected or shapes:
+            raise CheckpointMismatchError(path, where, missing, unexpected, shapes, settings)
+        if settings:
+            warn(f"--ckpt_path {path}: model settings differ from {where} (checkpoint vs "
+                 f"config: {settings}); the weights load, the config's settings are used")
+        model = copy.deepcopy(random_init)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        extra = {k: v for k, v in meta.items() if k != "tokenizer"}
+        model.extra = extra
+        tokenizer = unpack_tokenizer(meta.get("tokenizer"), source=path)
+        problem = _tokenizer_problem(dm.tokenizer_source, tokenizer)
+        if problem:
+            raise FormatError(f"--ckpt_path {path}: its tokenizer does not match "
+                              f"data.init_args.tokenizer of {where}: {problem}")
+    else:
+        tokenizer = load_tokenizer(dm.tokenizer_source)
+        if not is_fitted(tokenizer):
+            fit_tokenizer(tokenizer, st, split="train",
+                          channels=None if dm.channels == "intersection" else dm.channels)
+    if tokenizer.vocab_size != cfg["vocab_size"]:
+        raise ConfigError(f"{where}: the tokenizer's vocab_size is {tokenizer.vocab_size} but "
+                          f"model.init_args.model.init_args.vocab_size={cfg['vocab_size']}")
+    return MEGGPTSetup(model=model, random_init=random_init, tokenizer=tokenizer, store=st,
+                       channels=extra.get("channels") or dm.channels, sfreq=dm.sfreq,
+                       cache_dir=dm.cache_dir, configs=configs)
 
 
 # ------------------------------------------------------------------------------ features
@@ -262,7 +565,7 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
            channels=None, baselines="auto", protocols=("cross-session", "cross-subject"),
            finetune=True, finetune_steps=100, finetune_lr=1e-4, finetune_batch_size=16,
            heldout_run=None, sfreq="auto", cache_dir=None, batch_size=64, seed=0,
-           device=None, verbose=None):
+           device=None, random_init=None, verbose=None):
     """Decode event classes from MEG-GPT features and baselines (the paper's protocol).
 
     Parameters
@@ -302,6 +605,9 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
         Feature extraction batch.
     seed : int
     device : str, optional
+    random_init : neurofm.models.MEGGPT, optional
+        The same architecture with random weights: its zero-shot features on the same epochs
+        are evaluated too, as ``"zero-shot (random init)"`` (:data:`RANDOM_INIT`).
     verbose : bool | str | None
 
     Returns
@@ -367,6 +673,8 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
         logger.info("decoding %d epochs (%d classes) of %d subjects: %d folds", len(y),
                     n_classes, len(set(subjects)), len(folds))
         zero_shot = meggpt_features(model, tokens, batch_size=batch_size, device=device)
+        random_features = None if random_init is None else meggpt_features(
+            random_init, tokens, batch_size=batch_size, device=device)
         continuous = None
         if finetune:
             continuous = TokenWindowDataset(st, tokenizer, window_samples=context + 1,
@@ -393,6 +701,9 @@ def decode(model, tokenizer, store, events, *, n_samples=80, tmin=0.0, split=Non
                 clf = make_baseline(b, "classification", sfreq=rate, reg=1.0)
                 clf.fit(signal[tr], y[tr])
                 scores[b] = float(np.mean(clf.predict(signal[te]) == y[te]))
+            if random_features is not None:
+                scores[RANDOM_INIT] = _classify(random_features[tr], y[tr],
+                                                random_features[te], y[te], seed)
             for name, acc in scores.items():
                 rows.append({"protocol": protocol, "fold": fold, "features": name,
                              "accuracy": acc, "chance": 1.0 / n_classes,
