@@ -55,6 +55,7 @@ def add_probe_parser(sub):
                         "configs/data/meg_example.yaml): it gives the store, the tokenizer "
                         "and the model; needs --events")
     p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None,
+                   metavar="CKPT",
                    help="with -c: the neurofm fit checkpoint giving the weights (strict "
                         "load); without it the config's random initialization is evaluated")
     p.add_argument("--labels", default=None,

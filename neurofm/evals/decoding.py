@@ -216,7 +216,8 @@ def _compose(args, where):
                 self.config = parser.parse_args(args)
             except argparse.ArgumentError as err:
                 text = str(err)
-                if "store=None" in text or "'store'" in text or '"store"' in text:
+                if 'key "data"' in text and ("required: store" in text
+                                             or "store=None" in text):
                     raise ConfigError(f"{where}: data.init_args.store is not set: expected "
                                       "the store directory (in the config or as STORE); "
                                       "found none") from err

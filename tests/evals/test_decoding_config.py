@@ -91,7 +91,8 @@ def test_config_probe_equals_checkpoint_probe(fitted, tmp_path, capsys):
     assert set(cfg["features"]) == {"raw", "zero-shot", "fine-tuned", RANDOM_INIT}
     assert (cfg["model"] == "meggpt").all()  # named after the first config
     same = cfg[cfg["features"] != RANDOM_INIT].reset_index(drop=True)
-    pd.testing.assert_frame_equal(same, enc)  # identical folds, counts and accuracies
+    # identical folds, counts and accuracies
+    pd.testing.assert_frame_equal(same, enc, check_exact=True)
     assert sorted(set(cfg["fold"])) == ["00", "01", "held-out run"]
 
     # the random-init row: the config's initial weights (what neurofm fit started from),
@@ -110,7 +111,7 @@ def test_config_probe_equals_checkpoint_probe(fitted, tmp_path, capsys):
                  seed=0)
     ref = ref[ref["features"] == "zero-shot"].set_index(["protocol", "fold"])["accuracy"]
     got = cfg[cfg["features"] == RANDOM_INIT].set_index(["protocol", "fold"])["accuracy"]
-    pd.testing.assert_series_equal(got.sort_index(), ref.sort_index())
+    pd.testing.assert_series_equal(got.sort_index(), ref.sort_index(), check_exact=True)
     assert "## meggpt" in capsys.readouterr().out
 
     # a config alone: the random-init row (zero-shot only), the same accuracies
@@ -119,9 +120,10 @@ def test_config_probe_equals_checkpoint_probe(fitted, tmp_path, capsys):
     rand = _read(tmp_path / "rand")
     assert set(rand["features"]) == {"raw", RANDOM_INIT}
     got = rand[rand["features"] == RANDOM_INIT].set_index(["protocol", "fold"])["accuracy"]
-    pd.testing.assert_series_equal(got.sort_index(), ref.sort_index())
+    pd.testing.assert_series_equal(got.sort_index(), ref.sort_index(), check_exact=True)
     raw = cfg[cfg["features"] == "raw"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(rand[rand["features"] == "raw"].reset_index(drop=True), raw)
+    pd.testing.assert_frame_equal(rand[rand["features"] == "raw"].reset_index(drop=True), raw,
+                                  check_exact=True)
 
 
 def test_mismatching_checkpoint_is_refused_with_the_keys(fitted, tmp_path, capsys):
