@@ -20,7 +20,7 @@ import pandas as pd
 
 from evals.test_decoding import EVENTS, N_CH, N_SAMPLES, event_related
 from neurofm.cli import main
-from neurofm.errors import FormatError, NeurofmError
+from neurofm.errors import FormatError, NeurofmError, NeurofmWarning
 from neurofm.evals.decoding import (
     RANDOM_INIT,
     CheckpointMismatchError,
@@ -47,15 +47,16 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _yaml(path, store, model=None, *, root=None):
+def _yaml(path, store, model=None, *, root=None, tokenizer="QuantileTokenizer",
+          tokenizer_args="n_bins: 16"):
     """A config piece layered on configs/meggpt.yaml: tiny model, quantile tokens, CPU."""
     model = {**TINY, **(model or {})}
     lines = ["seed_everything: 0", "model:", "  init_args:", "    model:", "      init_args:"]
     lines += [f"        {k}: {v}" for k, v in model.items()]
     lines += ["    lr: 1.0e-3", "data:", "  init_args:", f"    store: {store}",
-              "    tokenizer:", "      class_path: neurofm.tokenizers.QuantileTokenizer",
-              "      init_args:", "        n_bins: 16", "    context: 48", "    batch_size: 8",
-              "    num_workers: 0", "    cache_dir: null",
+              "    tokenizer:", f"      class_path: neurofm.tokenizers.{tokenizer}",
+              "      init_args:", f"        {tokenizer_args}", "    context: 48",
+              "    batch_size: 8", "    num_workers: 0", "    cache_dir: null",
               "trainer:", "  accelerator: cpu", "  devices: 1", "  max_steps: 3",
               "  limit_val_batches: 1", "  enable_progress_bar: false",
               "  enable_model_summary: false", f"  default_root_dir: {root or 'runs'}"]
@@ -157,6 +158,22 @@ def test_mismatching_checkpoint_is_refused_with_the_keys(fitted, tmp_path, capsy
         meggpt_from_config([BASE, other], fake)
     with pytest.raises(FormatError, match="not found"):
         meggpt_from_config([BASE, other], tmp_path / "none.ckpt")
+    # the weights fit, but the tokenizer is of another kind
+    mulaw = _yaml(tmp_path / "mulaw.yaml", store.path, tokenizer="MuLawTokenizer",
+                  tokenizer_args="mu: 15")
+    with pytest.raises(FormatError, match=r"its tokenizer does not match .*mulaw\.yaml: "
+                                          r"QuantileTokenizer in the checkpoint vs "
+                                          r"MuLawTokenizer in the config"):
+        meggpt_from_config([BASE, mulaw], ckpt)
+    # settings that change no weight: loaded, with a warning listing them; the config's used
+    loose = _yaml(tmp_path / "loose.yaml", store.path, {"dropout": 0.3, "loss_last": 4})
+    with pytest.warns(NeurofmWarning, match=r"'dropout': \(0\.0, 0\.3\), 'loss_last': "
+                                            r"\(8, 4\)"):
+        setup = meggpt_from_config([BASE, loose], ckpt)
+    assert setup.model.config["dropout"] == 0.3 and setup.model.config["loss_last"] == 4
+    trained, _ = load_meggpt(ckpt)
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(setup.model.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_bad_configs_are_refused(fitted, tmp_path):
