@@ -18,8 +18,9 @@ implementation alone in its own process: on CPU the peak resident-set growth dur
 timed steps over the resident set before them (after a warmup step, so the optimizer state
 is already there); on CUDA ``torch.cuda.max_memory_allocated``. ``--bf16`` runs both under
 the same bf16 autocast (CPU too), ``--compile`` compiles both; on CUDA the report gives
-the model FLOPs utilization (FLOPs counted by ``torch.utils.flop_counter`` on one eager
-step, over ``--peak-tflops``).
+the model FLOPs utilization (FLOPs of :func:`model_flops`, counted from the architecture and
+the masks, over ``--peak-tflops``; ``torch.utils.flop_counter``'s figure, which misses fused
+attention kernels, is kept in the JSON as ``counted_flops_per_step``).
 
 Usage::
 
@@ -115,7 +116,7 @@ def _neurofm(size, grads):
     return params, loss, ema, encode, modules, torch
 
 
-def _reference(size, grads, path, mode):
+def _reference(size, grads, path, mode, device="cpu"):
     import torch
     import torch.nn.functional as F
 
@@ -124,7 +125,8 @@ def _reference(size, grads, path, mode):
     from src.masks.utils import apply_masks
     from src.models import vision_transformer as vit
 
-    g = torch.as_tensor(grads, dtype=torch.float32)[None]  # (1, R, k) as its train.py
+    # (1, R, k) as its train.py; a plain attribute there (not a buffer): made on the device
+    g = torch.as_tensor(grads, dtype=torch.float32, device=device)[None]
     encoder = vit.__dict__[f"vit_{size}"](
         img_size=(N_ROIS, N_FRAMES), patch_size=PATCH, in_chans=1, gradient_pos_embed=g,
         attn_mode=mode, add_w="mapping")
@@ -203,6 +205,43 @@ def parity(reference, mode="flash_attn"):
     return enc, pred
 
 
+# ---------------------------------------------------------------------------- FLOPs
+def model_flops(size, batch, n_context, n_target, *, training=True):
+    """Matmul FLOPs of one pretraining step (or, with ``training=False``, of one encoder
+    pass over every token), counted from the architecture.
+
+    Per token and block: 24 D^2 for the qkv, output and MLP (ratio 4) projections and
+    4 N D for the attention scores and values (N tokens in the sequence). The target
+    encoder runs forward only on all ``N_ROIS * N_FRAMES / PATCH`` tokens; the context
+    encoder on ``n_context`` tokens and the predictor on ``n_context + n_target`` tokens,
+    forward and backward (x3). Patch embedding and the predictor's in/out projections are
+    included; norms, softmax, GELU and the loss are not. ``torch.utils.flop_counter``
+    misses the fused attention kernels (SDPA on CPU, some CUDA back-ends), hence this count.
+
+    Returns
+    -------
+    flops : float
+    """
+    from neurofm.models.brainjepa import SIZES
+
+    d, depth, _heads = SIZES[size]  # (embed_dim, depth, heads)
+    dp, depth_p = 384, 6
+    n_all = N_ROIS * N_FRAMES // PATCH
+
+    def blocks(width, n_blocks, n):
+        return batch * n * n_blocks * (24 * width * width + 4 * n * width)
+
+    embed = 2 * PATCH * d  # patch embedding per token
+    target = blocks(d, depth, n_all) + batch * n_all * embed
+    if not training:
+        return float(target)
+    ctx = blocks(d, depth, n_context) + batch * n_context * embed
+    n_pred = n_context + n_target
+    pred = blocks(dp, depth_p, n_pred) + batch * (n_context * 2 * d * dp
+                                                  + n_target * 2 * dp * d)
+    return float(target + 3 * (ctx + pred))
+
+
 # ---------------------------------------------------------------------------- worker
 class _Runner:
     """One implementation's pretraining step and encoder pass on a fixed batch."""
@@ -217,7 +256,7 @@ class _Runner:
                                                                                   grads)
         else:
             params, self.loss_fn, self.ema, self.encode_fn, modules, _ = _reference(
-                args.size, grads, args.reference, args.mode)
+                args.size, grads, args.reference, args.mode, args.device)
         self.device = torch.device(args.device)
         for m in modules:
             m.to(self.device)
@@ -305,8 +344,15 @@ def worker(args):
                "train_tokens_per_s": tokens / step_s, "encode_tokens_per_s": tokens / enc_s,
                "peak_mb": peak if len(impls) == 1 else None,
                "flops_per_step": runners[impl].flops, "interleaved": len(impls) > 1}
-        if out["flops_per_step"] and args.peak_tflops:
-            out["mfu"] = out["flops_per_step"] / step_s / (args.peak_tflops * 1e12)
+        out["counted_flops_per_step"] = out.pop("flops_per_step")  # flop_counter's figure
+        k_ctx, k_tgt = batch["context_idx"].shape[1], batch["target_idx"].shape[1]
+        out["flops_per_step"] = model_flops(args.size, args.batch, k_ctx, k_tgt)
+        out["encode_flops"] = model_flops(args.size, args.batch, k_ctx, k_tgt,
+                                          training=False)
+        if args.device == "cuda" and args.peak_tflops:
+            peak = args.peak_tflops * 1e12
+            out["mfu"] = out["flops_per_step"] / step_s / peak
+            out["encode_mfu"] = out["encode_flops"] / enc_s / peak
         print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -391,7 +437,8 @@ def main(argv=None):
             if not args.no_peak or r.get("peak_mb") is None:  # alone: measured in-process
                 r["peak_mb"] = peaks[impl]
             results.append(r)
-            mfu = f", MFU {100 * r['mfu']:.1f} %" if r.get("mfu") else ""
+            mfu = (f", MFU train {100 * r['mfu']:.1f} % / encode {100 * r['encode_mfu']:.1f} %"
+                   if r.get("mfu") else "")
             print(f"{r['impl']:>22} {size:>5}: step {r['step_s']:.3f} s, train "
                   f"{r['train_tokens_per_s']:,.0f} tok/s, encode "
                   f"{r['encode_tokens_per_s']:,.0f} tok/s, peak {r['peak_mb']:,.0f} MB{mfu}")

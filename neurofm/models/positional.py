@@ -38,7 +38,8 @@ def sincos_1d(dim, positions):
     if dim % 2:
         raise NeurofmError(f"sin-cos width must be even; got {dim}")
     half = dim // 2
-    omega = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    omega = torch.exp(-math.log(10000.0) / half
+                      * torch.arange(half, dtype=torch.float64, device=positions.device))
     out = positions.to(torch.float64)[:, None] * omega[None, :]  # (M, dim/2)
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1).to(torch.float32)
 
