@@ -232,3 +232,72 @@ def test_inputs_not_mutated(X):
     diffusion_spectral_mutual_information(X, y, sigma="median")
     np.testing.assert_array_equal(X, X0)
     np.testing.assert_array_equal(y, np.arange(len(X)) % 4)
+
+
+# ----------------------------------------------------------- fast eigen-solve path
+def _numpy_has_scipy_openblas():
+    cfg = np.show_config(mode="dicts")["Build Dependencies"]
+    return cfg.get("lapack", {}).get("name") == "scipy-openblas"
+
+
+def test_two_stage_eigensolver_matches_eigvalsh():
+    from neurofm.analysis import entropy as E
+
+    solver = E._two_stage()
+    if solver is None:
+        assert not _numpy_has_scipy_openblas()  # PyPI numpy wheels ship the routines
+        pytest.skip("numpy is not linked to scipy-openblas; numpy.linalg.eigvalsh is used")
+    rng = np.random.default_rng(8)
+    B = rng.normal(size=(40, 40))
+    blocks = np.kron(np.eye(5), B @ B.T)  # every eigenvalue 5-fold
+    mats = [rng.normal(size=(n, n)) for n in (2, 7, 150)]
+    mats = [A + A.T for A in mats] + [blocks, E._kernel_operator(rng.normal(size=(200, 5)), 1.0)]
+    for A in mats:
+        ref = np.linalg.eigvalsh(A)
+        scale = np.abs(ref).max()
+        for kd in (1, 8, 32, 500):
+            w = solver.eigvalsh(A.copy(), kd)
+            np.testing.assert_allclose(w, ref, rtol=0, atol=1e-12 * scale)
+    w, stages = solver.eigvalsh(mats[2].copy(), 32, timings=True)
+    assert len(stages) == 3 and all(v >= 0 for v in stages.values())
+    np.testing.assert_allclose(w, np.linalg.eigvalsh(mats[2]), rtol=0, atol=1e-10)
+
+
+def test_kernel_operator_equals_reference_matrix(X):
+    from sklearn.metrics import pairwise_distances
+
+    from neurofm.analysis.entropy import _kernel_operator
+
+    for sigma in (0.5, 3.0):
+        D = pairwise_distances(X)
+        G = (1 / (sigma * np.sqrt(2 * np.pi))) * np.exp(-(D**2) / (2 * sigma**2))
+        Deg = np.diag(1 / np.sum(G, axis=1) ** 0.5)
+        np.testing.assert_allclose(_kernel_operator(X, sigma), Deg @ G @ Deg, rtol=1e-12,
+                                   atol=1e-15)
+
+
+@pytest.mark.parametrize("two_stage", [True, False])
+def test_large_n_path_parity_with_dse_dsmi(X, monkeypatch, two_stage):
+    """The path taken from _TWO_STAGE_MIN_N points (lowered here), and its fallback."""
+    from neurofm.analysis import entropy as E
+
+    monkeypatch.setattr(E, "_TWO_STAGE_MIN_N", 2)
+    if not two_stage:
+        monkeypatch.setattr(E, "_TWO_STAGE", [None])
+    for sigma, t in ((0.5, 1), (1.0, 2), (10.0, 1)):
+        ref = dse_dsmi.diffusion_spectral_entropy(X, gaussian_kernel_sigma=sigma, t=t)
+        ours = diffusion_spectral_entropy(X, sigma=sigma, t=t)
+        assert ours == pytest.approx(ref, rel=1e-9, abs=1e-13)
+    y = np.random.default_rng(9).integers(0, 4, len(X))
+    ref, _ = dse_dsmi.diffusion_spectral_mutual_information(X, y, gaussian_kernel_sigma=1.0)
+    assert abs(diffusion_spectral_mutual_information(X, y, sigma=1.0) - ref) < 1e-8
+
+
+@pytest.mark.slow
+def test_dse_parity_above_two_stage_threshold():
+    from neurofm.analysis import entropy as E
+
+    n = E._TWO_STAGE_MIN_N + 100
+    X = np.random.default_rng(10).normal(size=(n, 64))  # the benchmark's data
+    ref = dse_dsmi.diffusion_spectral_entropy(X)
+    assert diffusion_spectral_entropy(X) == pytest.approx(ref, rel=1e-10)
