@@ -5,7 +5,8 @@ diffusion spectral entropy" (CISS 2024); reference code ChenLiu-1996/DiffusionSp
 (PyPI ``dse-dsmi``). ``reference=True`` reproduces that package's arithmetic step by step
 (dense ``np.diag`` degree matrices, a symmetry check choosing ``eigvalsh`` or ``eigvals``);
 the default path computes the same quantity faster: squared distances from one Gram product,
-the kernel normalised in place by broadcasting, ``eigvalsh`` of the symmetric operator. Both
+the kernel normalised in place by broadcasting, the eigenvalues of the symmetric operator by
+``numpy.linalg.eigvalsh`` or, from 1500 points, LAPACK's two-stage tridiagonal reduction. Both
 draw subsets with Python's :mod:`random` exactly as the reference does, so both paths return
 the reference's value (to ~1e-10).
 
@@ -162,9 +163,9 @@ def _kernel_operator(X, sigma):
     return K
 
 
-# From this many points the two-stage reduction beats numpy's one-stage ``syevd`` (2 cores,
-# OpenBLAS 0.3.3x: 0.052 vs 0.067 s at N = 1000, 0.415 vs 0.316 s at 2000, 2.81 vs 1.90 s at
-# 4000 with kd = 32; see docs/entropy.md).
+# From this many points the two-stage reduction beats numpy's one-stage ``syevd`` (idle 2
+# cores, OpenBLAS 0.3.3x, syevd vs two-stage with kd = 32: 0.052 vs 0.067 s at N = 1000,
+# 0.415 vs 0.316 s at 2000, 2.81 vs 1.90 s at 4000; see docs/entropy.md).
 _TWO_STAGE_MIN_N = 1500
 
 
