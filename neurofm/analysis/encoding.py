@@ -13,6 +13,8 @@ Algorithms follow METHODS.md section 8 (himalaya and the Gallant-lab voxelwise t
 * :class:`Delayer`, :func:`leave_one_run_out`, :func:`explainable_variance`,
   :func:`correlation_score`, :func:`r2_score`, :func:`noise_normalized`,
   :func:`fit_encoding_model` (xarray in, xarray out).
+* :func:`condition_averages` and :func:`r2_ceiling`: the noise ceiling of R^2 against
+  condition averages of a finite number of repeated trials (unbalanced repeats allowed).
 
 Weights follow himalaya's layout: ``coef_`` is ``(n_features, n_targets)`` (``(n_features,)``
 for a 1-D ``y``). Backends: ``backend="numpy"`` (default) or ``"torch"`` with ``device=``
@@ -48,11 +50,13 @@ __all__ = [
     "Delayer",
     "KernelRidgeCV",
     "RidgeCV",
+    "condition_averages",
     "correlation_score",
     "explainable_variance",
     "fit_encoding_model",
     "leave_one_run_out",
     "noise_normalized",
+    "r2_ceiling",
     "r2_score",
 ]
 
@@ -162,6 +166,91 @@ def noise_normalized(score, ev, *, min_ev=1e-3):
         raise DataError(f"noise_normalized: score has shape {s.shape} but ev has {e.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(e >= min_ev, s / e, np.nan)
+
+
+def condition_averages(trials, conditions):
+    """Condition averages of repeated trials and the noise variance of each average.
+
+    With ``y_i(t) = s_k(t) + e_i(t)`` for the trials ``i`` of condition ``k`` (independent
+    noise of any variance per condition and time), the average of the ``n_k`` trials has
+    noise variance ``var(e_k(t)) / n_k``, estimated without bias by the trials' sample
+    variance (ddof 1) divided by ``n_k``. Conditions may have different numbers of trials.
+
+    Parameters
+    ----------
+    trials : array-like (n_trials, n_times, n_targets)
+        One row per trial (e.g. an event-locked epoch of every channel).
+    conditions : array-like (n_trials,)
+        Condition label of each trial; every condition needs at least 2 trials.
+
+    Returns
+    -------
+    averages : ndarray (n_conditions, n_times, n_targets)
+    noise : ndarray (n_conditions, n_times, n_targets)
+        Estimated noise variance of each average (sample variance / n_k).
+    labels : ndarray (n_conditions,)
+        The conditions, sorted.
+    counts : ndarray (n_conditions,)
+        Trials per condition.
+
+    Raises
+    ------
+    DataError
+        Wrong shapes, or a condition with fewer than 2 trials.
+    """
+    y = np.asarray(trials, dtype=float)
+    c = np.asarray(conditions)
+    if y.ndim != 3 or c.shape != (y.shape[0],):
+        raise DataError(f"condition_averages: trials must be (n_trials, n_times, n_targets) "
+                        f"and conditions (n_trials,); got shapes {y.shape} and {c.shape}")
+    labels, inverse, counts = np.unique(c, return_inverse=True, return_counts=True)
+    if not len(labels) or counts.min() < 2:
+        few = labels[counts < 2].tolist()
+        raise DataError(f"condition_averages: every condition needs >= 2 trials (repeats) "
+                        f"for a noise estimate; conditions {few} have fewer")
+    averages = np.stack([y[inverse == k].mean(0) for k in range(len(labels))])
+    noise = np.stack([y[inverse == k].var(0, ddof=1) / counts[k] for k in range(len(labels))])
+    return averages, noise, labels, counts
+
+
+def r2_ceiling(targets, noise):
+    """Noise ceiling of R^2 against noisy averages: ``1 - sum(noise) / SS_tot``.
+
+    For targets ``y_r = s_r + e_r`` (averages of repeats, noise ``e_r`` of variance
+    ``v_r``) and a prediction ``p`` that does not depend on the targets' noise,
+    ``E[SS_res] = ||s - p||^2 + sum_r v_r``: the best possible prediction (``p = s``) reaches
+    ``R^2 = 1 - sum_r v_r / SS_tot`` in expectation, and ``R^2 / ceiling = 1 - ||s - p||^2 /
+    (SS_tot - sum_r v_r)`` is at most 1 (the R^2 of ``p`` against the noise-free signal).
+    ``SS_tot`` is the targets' sum of squares around their mean, as in :func:`r2_score`.
+    For averages of ``n`` balanced repeats this is the Spearman-Brown step-up
+    ``n ev / (1 + (n - 1) ev)`` of the single-trial :func:`explainable_variance` ``ev``.
+
+    Parameters
+    ----------
+    targets : array-like (..., n_targets)
+        The averages scored against (e.g. :func:`condition_averages`; rows of any leading
+        shape, flattened).
+    noise : array-like, same shape
+        Noise variance of each average.
+
+    Returns
+    -------
+    ndarray (n_targets,)
+        Can be <= 0 when the averages hold no reliable signal (use :func:`noise_normalized`
+        with ``min_ev`` to leave those targets out).
+    """
+    y = np.asarray(targets, dtype=float)
+    v = np.asarray(noise, dtype=float)
+    if y.shape != v.shape or y.ndim < 1:
+        raise DataError(f"r2_ceiling: targets have shape {y.shape} but noise has {v.shape}")
+    if y.ndim == 1:
+        y, v = y[:, None], v[:, None]
+    y = y.reshape(-1, y.shape[-1])
+    v = v.reshape(-1, v.shape[-1])
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ceiling = 1.0 - v.sum(0) / ss_tot
+    return np.where(ss_tot == 0, 0.0, ceiling)
 
 
 # ----------------------------------------------------------------------------- helpers

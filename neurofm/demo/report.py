@@ -279,25 +279,41 @@ def _rsa(rsa):
 
 def _encoding(enc):
     rows = enc["rows"]
-    rj = np.array([r["r2_brainjepa"] for r in rows], dtype=float)
-    rr = np.array([r["r2_raw"] for r in rows], dtype=float)
-    better = int(np.sum(rj > rr))
-    reading = (f"over {len(rows)} held-out parcels ({enc['n_subjects']} subjects, "
-               f"{enc['n_folds']}-fold subject-wise CV), Brain-JEPA features of the other "
-               f"parcels predict the held-out parcel with a median out-of-fold R² of "
-               f"{np.nanmedian(rj):.2f}, the raw patch means of the other parcels with "
-               f"{np.nanmedian(rr):.2f}; the features do better on {better} of {len(rows)} "
-               "parcels.")
-    table = _table(("held-out parcel", "network", "R² Brain-JEPA features",
-                    "R² raw patch means"),
-                   [(html.escape(r["parcel"]), r["network"], _f(r["r2_brainjepa"]),
-                     _f(r["r2_raw"])) for r in rows])
+    labels = {"meggpt": "MEG-GPT", "meggpt_init": "MEG-GPT random init",
+              "raw": "raw-signal baseline"}
+    sm = enc["summary"]
+    ceil = np.array([r["ceiling"] for r in rows], dtype=float)
+    ok = [r for r in rows if np.isfinite(r["norm_meggpt"])]
+    better = sum(1 for r in ok if r["norm_meggpt"] > r["norm_raw"])
+    reading = (f"{enc['n_channels']} MEG channels held out in turn, {enc['n_trials']} trials "
+               f"of {len(enc['conditions'])} event classes ({enc['n_subjects']} subjects, "
+               f"~{enc['trials_per_average']:.0f} trials per held-out average): median noise "
+               f"ceiling {np.median(ceil):.2f} ({enc['n_scored']} channels with a ceiling >= "
+               f"{enc['min_ceiling']:g}); median R² / ceiling "
+               + ", ".join(f"{labels[k]} {_f(sm[k]['median_normalized'])} (raw R² "
+                           f"{_f(sm[k]['median_r2'], 3)})" for k in labels)
+               + f"; MEG-GPT beats the baseline on {better} of {len(ok)} scored channels.")
+    table = _table(("held-out channel", "noise ceiling", "R² MEG-GPT", "R² / ceiling MEG-GPT",
+                    "R² random init", "R² / ceiling random init", "R² raw baseline",
+                    "R² / ceiling raw baseline"),
+                   [(html.escape(r["channel"]), _f(r["ceiling"]),
+                     *[v for k in labels for v in (_f(r[f"r2_{k}"], 3), _f(r[f"norm_{k}"]))])
+                    for r in rows])
     body = (_img(enc["figure"], "encoding scores")
-            + "<p class='small'>Ridge from the encoder's token features (the held-out parcel "
-              "is never shown to the model: only the other parcels' tokens are encoded) to "
-              "the held-out parcel, per 8-volume patch, out-of-fold predictions of a "
-              "subject-wise K-fold. Resting-state runs have no repeated presentations, so no "
-              "repeat-based noise ceiling is defined: the scores are plain R².</p>" + table)
+            + "<p class='small'>Data with repeats: " + html.escape(enc["source"]) + ". "
+              f"Epochs of {enc['n_samples']} samples ({1000 * enc['n_samples'] / enc['sfreq']:.0f}"
+              " ms) after each event, each trial's linear trend removed. Features of a "
+              "channel: MEG-GPT's hidden states of that channel at each time step (channels "
+              "do not attend to each other, so the held-out channel is never seen); ridge "
+              "from the other channels' features to the held-out channel. Trials are split "
+              f"in {enc['n_folds']} folds: the model is fitted on the condition averages of "
+              "one fold, predicts from the feature averages of a second and is scored (R²) "
+              "on the condition averages of the third, whose noise it never sees. Noise "
+              "ceiling: 1 - (noise variance of the held-out averages, from the spread of "
+              "their trials / n) / their total variance, the best R² any prediction can "
+              "reach in expectation; R² / ceiling is the R² against the noise-free response "
+              f"(1 = as good as the data allow; n/a: ceiling below {enc['min_ceiling']:g})."
+              "</p>" + table)
     return _section("encoding", SECTIONS[5][1], reading, body, enc["command"])
 
 
@@ -354,7 +370,9 @@ def write_report(out, *, sizes, sample, pipes, trained, probe, analyses, timings
     """Write ``out/report.html`` (self-contained) and return its path.
 
     ``meggpt`` / ``generated``: the MEG-GPT training and generation results, or None when
-    MEG-GPT is not available (its curves and the generation section are then left out).
+    MEG-GPT is not available (its curves and the generation section are then left out, and
+    so is the encoding section, whose features are MEG-GPT's: ``analyses["encoding"]`` is
+    None).
     """
     out = Path(out)
     models = dict(trained)
@@ -366,13 +384,15 @@ def write_report(out, *, sizes, sample, pipes, trained, probe, analyses, timings
         _training(out, models),
         _probe(out, probe),
         _rsa(analyses["rsa"]),
-        _encoding(analyses["encoding"]),
+        *([_encoding(analyses["encoding"])] if analyses.get("encoding") else []),
         _dse(analyses["dse"]),
         _connectome(analyses["connectome"]),
         *([_generation(generated)] if generated is not None else []),
         _timings(timings, elapsed, sizes),
     ]
-    shown = [(sid, t) for sid, t in SECTIONS if sid != "generation" or generated is not None]
+    left_out = ({"generation"} if generated is None else set()) | (
+        set() if analyses.get("encoding") else {"encoding"})
+    shown = [(sid, t) for sid, t in SECTIONS if sid not in left_out]
     nav = "".join(f"<a href='#{sid}'>{html.escape(t)}</a>" for sid, t in shown)
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>neurofm demo</title>"

@@ -30,9 +30,10 @@ def run_demo(out="demo_out", *, quick=False, cores=2, force=False, verbose=True)
     3. ``train-brainjepa``, ``train-brainmae``: pretraining on the fMRI store through the
        Lightning CLI with ``configs/demo/*.yaml`` (``neurofm fit -c ...``), checkpoints at
        several epochs; ``probe``: ``neurofm probe`` against the baselines (group labels).
-    4. ``rsa`` (RDMs, RSA and tRSA against the planted groups), ``encoding`` (held-out
-       parcels, noise-normalized), ``dse`` (DSE / DSMI over checkpoints), ``connectome``
-       (NTF dynamic connectome of the calcium recordings).
+    4. ``rsa`` (RDMs, RSA and tRSA against the planted groups), ``encoding`` (MEG-GPT
+       features to held-out MEG channels of the task MEG, noise-normalized by the
+       repeat-based ceiling; needs MEG-GPT), ``dse`` (DSE / DSMI over checkpoints),
+       ``connectome`` (NTF dynamic connectome of the calcium recordings).
     5. the report (always rewritten).
 
     Parameters
@@ -90,7 +91,7 @@ def _run(out, quick, cores, force):
     steps = Steps(out, force=force)
     logger.info("neurofm demo (%s) -> %s", sizes["name"], out)
     meggpt = meggpt_available()
-    n_total = 1 + len(MODALITIES) + 3 + 4 + (2 if meggpt else 0)
+    n_total = 1 + len(MODALITIES) + 3 + 3 + (3 if meggpt else 0)  # encoding needs MEG-GPT
 
     def title(k, name):
         return f"{k}/{n_total} {name}"
@@ -169,10 +170,16 @@ def _run(out, quick, cores, force):
         "rsa", lambda: rsa_step(out, fmri_store, groups, trained), params={},
         deps=train_deps, outputs=[out / "figures" / "rdms.png"],
         title=title(k, "RSA / tRSA"))
-    analyses["encoding"] = steps.run(
-        "encoding", lambda: encoding_step(out, fmri_store, sample["root"], trained, sizes),
-        params={"heldout": sizes["encoding_heldout"], "scores": "r2"}, deps=train_deps,
-        outputs=[out / "figures" / "encoding.png"], title=title(k + 1, "encoding model"))
+    analyses["encoding"] = None  # MEG-GPT features of the task MEG (repeats: a ceiling)
+    if meg is not None:
+        analyses["encoding"] = steps.run(
+            "encoding", lambda: encoding_step(out, pipes["meg"], sample["root"], meg, sizes),
+            params={"design": "meg-evoked-heldout-channel-v1",
+                    "subjects": sizes.get("encoding_subjects")},
+            deps=["sample", "pipeline-meg", "train-meggpt"],
+            outputs=[out / "figures" / "encoding.png"], title=title(k + 1, "encoding model"))
+    else:
+        k -= 1
     analyses["dse"] = steps.run(
         "dse", lambda: dse_step(out, fmri_store, groups, trained, sizes),
         params={"max_n": sizes["dse_max_n"]}, deps=train_deps,

@@ -464,154 +464,454 @@ def rsa_step(out, fmri_store, groups, trained):
                         "print(na.compute_rdm(e.values, method='correlation'))\"")}
 
 
-def _runs(store):
-    """Every recording of a store as (id, subject, split, signal (channel, time))."""
+#: Epoch of the encoding step: samples after each event (MEG-GPT's context at most).
+ENCODING_SAMPLES = 50
+#: Trial folds of the encoding step (fit / feature / target roles rotate over 3 folds).
+ENCODING_FOLDS = 3
+#: Channels whose ceiling is below this get no normalized score (no reliable signal).
+ENCODING_MIN_CEILING = 0.05
+
+
+def _evoked_store(out, meg, sample_root, n_subjects):
+    """A store of the sample's event-related MEG (4 event classes, repeated trials).
+
+    The MEG store's recordings that carry the sample's event classes when it has any (the
+    full demo: sub-30..33 through the MEG pipeline); otherwise (``--quick`` preprocesses the
+    resting MEG only) the task runs of the first ``n_subjects`` evoked subjects of the sample
+    are read and run through the MEG pipeline's own chain
+    (:func:`neurofm.pipelines.steps.apply_chain` with the demo's ``pipelines/meg.yaml``)
+    in-process into ``out/encoding/evoked_store``.
+
+    Returns
+    -------
+    store : str
+        The store path.
+    source : str
+        Where its recordings came from (for the report).
+    """
+    import yaml
+
+    from ..datasets.sample import MEG_EVENT_ID, MEG_EVOKED_SUBJECTS
+    from ..store import open_store, write_store
+
+    st = open_store(meg["store"])
+    subjects = set()
+    for rec in st.manifest["id"]:
+        ds = st.open(str(rec))
+        if "event_description" in ds and set(map(str, ds["event_description"].values)) \
+                & set(MEG_EVENT_ID):
+            subjects.add(str(ds.attrs.get("subject", rec)))
+    if subjects:
+        return meg["store"], (f"the MEG store ({len(subjects)} task subjects preprocessed by "
+                              "the MEG pipeline)")
+    from ..io.ephys import read_ephys
+    from ..pipelines.steps import apply_chain
+    from ..preprocessing import pick
+
+    cfg = yaml.safe_load(Path(meg["config"]).read_text())
+    subs = MEG_EVOKED_SUBJECTS[:n_subjects] if n_subjects else MEG_EVOKED_SUBJECTS
+    recordings = []
+    for sub in subs:
+        files = sorted((Path(sample_root) / f"sub-{sub}" / "meg").glob(
+            f"sub-{sub}_task-evoked_run-*_meg.fif"))
+        if not files:
+            raise DataError(f"{Path(sample_root) / f'sub-{sub}' / 'meg'}: no task MEG runs "
+                            "(sub-XX_task-evoked_run-N_meg.fif) for the encoding step; "
+                            "rebuild the sample dataset with this neurofm version")
+        for path in files:
+            ds = read_ephys(path, modality="meg")
+            ds = pick(ds, (cfg.get("pick") or {}).get("ch_type") or "meg")
+            ds = apply_chain(ds, cfg, modality="meg").load()
+            ds.attrs.update(subject=sub, task="evoked",
+                            run=path.name.split("_run-")[1].split("_")[0])
+            recordings.append(ds)
+    dest = Path(out) / "encoding" / "evoked_store"
+    write_store(recordings, dest, overwrite=True)
+    return str(dest), (f"the sample's task runs of sub-{', sub-'.join(subs)} through the MEG "
+                       "pipeline's chain (this run's MEG store has no task recordings)")
+
+
+def _evoked_epochs(store, model, tokenizer, n_samples):
+    """Event-locked epochs of every channel: tokens, z-scored signal and labels.
+
+    Returns
+    -------
+    dict with ``tokens`` (n, T, C) int64, ``signal`` (n, T, C) float, ``condition`` (n,)
+    str, ``subject`` (n,) str, ``channels`` (C,), ``sfreq``.
+    """
+    import warnings
+
+    import torch
+
+    from ..data.tokens import TokenWindowDataset
+    from ..datasets.sample import MEG_EVENT_ID
+    from ..errors import NeurofmWarning
     from ..store import open_store
 
     st = open_store(store)
-    for _, row in st.manifest.iterrows():
-        ds = st.open(str(row["id"]))
-        yield (str(row["id"]), str(row["subject"]), str(row["split"]),
-               np.asarray(ds["signal"].values, dtype=np.float32), ds)
+    rate = float(st.manifest["sfreq"].iloc[0])
+    events = {name: k for k, name in enumerate(MEG_EVENT_ID)}
+    channels = (getattr(model, "extra", None) or {}).get("channels") or "intersection"
+    with warnings.catch_warnings():  # the store's resting recordings have no events
+        warnings.filterwarnings("ignore", message=r".*recording\(s\) without any of the "
+                                "events", category=NeurofmWarning)
+        epochs = TokenWindowDataset(st, tokenizer, events=events, tmin=0.0,
+                                    tmax=n_samples / rate, split=None, channels=channels,
+                                    sessions=False, return_signal=True, sfreq=None)
+    items = [epochs[i] for i in range(len(epochs))]
+    names = list(MEG_EVENT_ID)
+    return {"tokens": torch.stack([it["tokens"][:n_samples] for it in items]),
+            "signal": np.stack([it["signal"][:, :n_samples].numpy().T for it in items]),
+            "condition": np.array([names[it["label"]] for it in items]),
+            "subject": np.array([str(it["subject"]) for it in items]),
+            "channels": list(epochs.channels), "sfreq": rate}
 
 
-def _patch_features(encoder, x, keep_rois, patch):
-    """Per-time-patch features of the encoder that sees only the ``keep_rois`` tokens.
-
-    ``x`` (channel, time) is cut into non-overlapping windows of ``WINDOW`` frames; the
-    tokens of the kept ROIs are encoded (the held-out ROIs are never shown to the model) and
-    averaged over ROIs for every time patch. Returns (n_patches_total, D).
-    """
+def _hidden_states(model, tokens, batch_size=64):
+    """MEG-GPT hidden states at every time step and channel: (n, T, C, D) float32."""
     import torch
 
-    n_rois = x.shape[0]
-    n_win = x.shape[1] // WINDOW
-    p = WINDOW // patch
-    idx = torch.as_tensor([r * p + t for r in keep_rois for t in range(p)])
-    wins = np.stack([x[:, k * WINDOW:(k + 1) * WINDOW] for k in range(n_win)])
-    with torch.no_grad():
-        xt = torch.as_tensor(wins, dtype=torch.float32)
-        tok = encoder(xt, idx=idx[None].expand(len(wins), -1))          # (B, K, D)
-    tok = tok.reshape(len(wins), len(keep_rois), p, -1).mean(dim=1)     # (B, P, D)
-    del n_rois
-    return tok.reshape(len(wins) * p, -1).numpy()
+    out = []
+    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: one thread is faster on a loaded machine
+    try:
+        with torch.no_grad():
+            for chunk in tokens.split(batch_size):
+                out.append(model.hidden_states(chunk).float().numpy())
+    finally:
+        torch.set_num_threads(threads)
+    return np.concatenate(out)
 
 
-def encoding_step(out, fmri_store, sample_root, trained, sizes):
-    """Encoding models from Brain-JEPA features to held-out parcels.
+def _trial_folds(conditions, groups, n_folds):
+    """Fold of every trial: within each group and condition, trials in order take folds
+    0, 1, ..., n_folds - 1 in turn (every fold holds every condition)."""
+    folds = np.full(len(conditions), -1)
+    for g in np.unique(groups):
+        for c in np.unique(conditions):
+            idx = np.flatnonzero((groups == g) & (conditions == c))
+            folds[idx] = np.arange(len(idx)) % n_folds
+    return folds
 
-    For each held-out parcel the encoder sees the other parcels only (their tokens are the
-    only ones encoded); its token features (mean over parcels, per 8-frame time patch)
-    predict the held-out parcel's patch means with ridge (alpha by inner CV), fitted on the
-    other subjects of a subject-wise K-fold (K = min(4, n_subjects)) and scored on the pooled
-    out-of-fold predictions (R^2). The same ridge on the other parcels' patch means is the
-    baseline. Resting-state runs have no repeated presentations, so no repeat-based noise
-    ceiling (:func:`neurofm.analysis.explainable_variance`) is defined and the scores are
-    plain out-of-fold R^2.
+
+def _center_kernels(k_tt, k_et):
+    """Kernels of features centered by the mean of the training rows: (train x train,
+    eval x train)."""
+    col = k_tt.mean(0)
+    all_ = col.mean()
+    return (k_tt - k_tt.mean(1, keepdims=True) - col[None] + all_,
+            k_et - k_et.mean(1, keepdims=True) - col[None] + all_)
+
+
+def _kernel_ridge(k_tt, y, alphas, k_et=None):
+    """Ridge with an unpenalized intercept in kernel form, for every alpha.
+
+    Returns predictions (n_eval, n_alphas) for the rows of ``k_et`` (eval x train kernel;
+    default the training rows)."""
+    k_et = k_tt if k_et is None else k_et
+    kc, kec = _center_kernels(k_tt, k_et)
+    lam, u = np.linalg.eigh(kc)
+    lam = np.clip(lam, 0.0, None)
+    ym = y.mean()
+    uty = u.T @ (y - ym)
+    coef = u @ (uty[:, None] / (lam[:, None] + np.asarray(alphas)[None]))   # (n, A)
+    return kec @ coef + ym
+
+
+def _ridge_fit_predict(k_aa, y, k_ba, alphas, n_inner=5, run=5):
+    """Pick alpha by inner K-fold CV on the fit rows, predict the eval rows.
+
+    The inner folds take runs of ``run`` consecutive rows in turn (rows are the time steps
+    of each condition), so every fold holds part of every condition's time course (a
+    contiguous fold would leave whole conditions out and with them their topography).
+    ``k_aa`` (n, n) kernel of the fit rows, ``y`` (n,) their targets, ``k_ba`` (m, n) kernel
+    between the rows to predict and the fit rows. Returns (m,) predictions."""
+    n = len(y)
+    err = np.zeros(len(alphas))
+    inner = (np.arange(n) // run) % n_inner
+    for k in range(n_inner):
+        val, tr = np.flatnonzero(inner == k), np.flatnonzero(inner != k)
+        pred = _kernel_ridge(k_aa[np.ix_(tr, tr)], y[tr], alphas, k_aa[np.ix_(val, tr)])
+        err += ((pred - y[val, None]) ** 2).sum(0)
+    best = int(np.argmin(err[::-1]))        # ties: the larger alpha
+    best = len(alphas) - 1 - best
+    return _kernel_ridge(k_aa, y, [alphas[best]], k_ba)[:, 0]
+
+
+def _fold_predictions(features, y, conditions, groups, folds, labels, alphas, n_folds,
+                      targets, noise, counts, preds):
+    """The loop of :func:`encoding_scores` (appends to targets, noise, counts, preds)."""
+    from ..analysis import condition_averages
+
+    n_ch = y.shape[2]
+    for g in np.unique(groups):
+        avg, var, feat = {}, {}, {name: {} for name in features}
+        for f in range(n_folds):
+            sel = (groups == g) & (folds == f)
+            lab, cnt = np.unique(conditions[sel], return_counts=True)
+            if not np.array_equal(lab, labels) or cnt.min() < 2:
+                raise DataError(f"encoding_scores: group {g!r} needs >= {2 * n_folds} trials "
+                                f"of every condition {labels.tolist()} (>= 2 per fold); fold "
+                                f"{f} has {dict(zip(lab.tolist(), cnt.tolist()))}")
+            avg[f], var[f], _, _ = condition_averages(y[sel], conditions[sel])
+            counts.append(cnt)
+            for name, x in features.items():
+                x = np.asarray(x)
+                fx = np.stack([x[sel & (conditions == c)].mean(0) for c in labels])
+                feat[name][f] = fx.reshape(-1, *fx.shape[2:]).astype(float)  # (K*T, C, D)
+        for name in features:
+            # per-channel linear kernels between the folds' rows; a held-out channel's
+            # kernel is the total minus its own
+            per = {(b, a): np.einsum("icd,jcd->cij", feat[name][b], feat[name][a])
+                   for a in range(n_folds) for b in range(n_folds)}
+            total = {k: v.sum(0) for k, v in per.items()}
+            pred = {c: np.zeros_like(avg[c]) for c in range(n_folds)}  # (K, T, C)
+            for ch in range(n_ch):
+                for a in range(n_folds):
+                    ya = avg[a][..., ch].reshape(-1)
+                    others = [b for b in range(n_folds) if b != a]
+                    k_aa = total[(a, a)] - per[(a, a)][ch]
+                    k_ba = np.concatenate([total[(b, a)] - per[(b, a)][ch] for b in others])
+                    p_all = _ridge_fit_predict(k_aa, ya, k_ba, alphas)
+                    p_all = p_all.reshape(len(others), *avg[a].shape[:2])
+                    for b, p_b in zip(others, p_all):      # fit a, features b: targets c
+                        for c in range(n_folds):
+                            if c not in (a, b):
+                                pred[c][..., ch] += p_b / ((n_folds - 1) * (n_folds - 2))
+            for c in range(n_folds):
+                preds[name].append(pred[c])
+        for c in range(n_folds):
+            targets.append(avg[c])
+            noise.append(var[c])
+
+
+def encoding_scores(features, responses, conditions, groups=None, *, n_folds=ENCODING_FOLDS,
+                    alphas=None, min_ceiling=ENCODING_MIN_CEILING):
+    """Held-out-channel encoding of condition-averaged responses, noise-normalized.
+
+    Trials are split into ``n_folds`` folds within each group (subject) and condition. For
+    each target fold, each held-out channel and each ordered pair (fit fold, feature fold)
+    of the other folds: ridge (kernel form, unpenalized intercept, alpha by inner 5-fold CV
+    over runs of 5 time steps; the same solution as :class:`neurofm.analysis.RidgeCV` with
+    ``fit_intercept=True``) maps the fit fold's condition-averaged features of the OTHER
+    channels (every time step of every condition is a sample) to the fit fold's condition
+    average of the held-out channel; it then predicts from the feature fold's
+    condition-averaged features (fold-disjoint, so a model with features unrelated to the
+    response scores about 0 rather than reproducing the fit fold's own average).
+    The predictions of the pairs are averaged and scored (R^2 per channel over all groups,
+    folds, conditions and time steps) against the target fold's condition averages. The
+    prediction never uses the target fold, so its noise cannot be predicted, and the R^2 is
+    bounded in expectation by the ceiling :func:`neurofm.analysis.r2_ceiling` of the target
+    averages (their noise variance from the trial repeats,
+    :func:`neurofm.analysis.condition_averages`); ``normalized = R^2 / ceiling`` is the R^2
+    against the noise-free signal (1 = as good as the data allow, 0 = no better than the
+    mean), NaN where the ceiling is below ``min_ceiling``.
+
+    Parameters
+    ----------
+    features : dict of str -> array (n_trials, n_times, n_channels, n_dims)
+        Per-channel features of every trial (a channel's own slice is dropped when it is the
+        held-out one).
+    responses : array (n_trials, n_times, n_channels)
+    conditions : array (n_trials,)
+        Condition of every trial; every group needs >= 2 * n_folds trials per condition.
+    groups : array (n_trials,), optional
+        Separate models per group (e.g. subject).
+    n_folds : int
+        >= 3.
+    alphas : array-like, optional
+        Ridge penalties (default ``np.logspace(-2, 6, 17)``).
+    min_ceiling : float
+
+    Returns
+    -------
+    dict with ``ceiling`` (n_channels,), ``r2`` and ``normalized`` (dict name -> array
+    (n_channels,)), ``n_trials``, ``n_groups``, ``n_folds``, ``trials_per_average`` (mean
+    number of trials in a target average).
     """
-    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from ..analysis import noise_normalized, r2_ceiling, r2_score
+
+    y = np.asarray(responses, dtype=float)
+    conditions = np.asarray(conditions).astype(str)
+    groups = np.zeros(len(y), dtype=int) if groups is None else np.asarray(groups)
+    if n_folds < 3:
+        raise NeurofmError(f"encoding_scores: n_folds must be >= 3 (fit, feature and target "
+                           f"folds); got {n_folds}")
+    if y.ndim != 3 or conditions.shape != (len(y),) or groups.shape != (len(y),):
+        raise DataError(f"encoding_scores: responses must be (n_trials, n_times, n_channels) "
+                        f"with one condition and group per trial; got {y.shape}, "
+                        f"{conditions.shape}, {groups.shape}")
+    for name, f in features.items():
+        if np.shape(f)[:3] != y.shape or np.ndim(f) != 4:
+            raise DataError(f"encoding_scores: features {name!r} must be (n_trials, n_times, "
+                            f"n_channels, n_dims) = {y.shape} + (D,); got {np.shape(f)}")
+    alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=float)
+    folds = _trial_folds(conditions, groups, n_folds)
+    labels = np.unique(conditions)
+    n_ch = y.shape[2]
+    targets, noise, counts = [], [], []
+    preds = {name: [] for name in features}
+    with threadpool_limits(1):  # many small eigh: BLAS threads only add contention
+        _fold_predictions(features, y, conditions, groups, folds, labels, alphas, n_folds,
+                          targets, noise, counts, preds)
+    target = np.concatenate(targets).reshape(-1, n_ch)
+    ceiling = r2_ceiling(target, np.concatenate(noise).reshape(-1, n_ch))
+    r2 = {name: r2_score(target, np.concatenate(p).reshape(-1, n_ch))
+          for name, p in preds.items()}
+    return {"ceiling": ceiling, "r2": r2,
+            "normalized": {name: noise_normalized(r, ceiling, min_ev=min_ceiling)
+                           for name, r in r2.items()},
+            "n_trials": len(y), "n_groups": len(np.unique(groups)), "n_folds": n_folds,
+            "trials_per_average": float(np.mean(np.concatenate(counts)))}
+
+
+#: Feature sets of the encoding step, in report order: (key, label).
+ENCODING_FEATURES = (("meggpt", "MEG-GPT (pretrained)"), ("meggpt_init", "MEG-GPT (random init)"),
+                     ("raw", "raw signal (baseline)"))
+
+
+def encoding_step(out, meg, sample_root, meggpt, sizes):
+    """Encoding models from MEG-GPT features to held-out MEG channels, noise-normalized.
+
+    Why MEG and not the fMRI models: a noise ceiling needs repeated presentations, and the
+    resting-state fMRI runs have none (two substitutes tried earlier bounded nothing). The
+    sample's GENERATED task MEG has them: 4 event classes, ~75 trials per class over its 4
+    subjects (:func:`_evoked_store`). Epochs of :data:`ENCODING_SAMPLES` samples after each
+    event (each channel z-scored over its recording and tokenized as in MEG-GPT's training);
+    responses: each trial's epoch with its linear trend removed (the slow 1/f drift is most
+    of the trial-to-trial noise). Features of a channel at each time step: the MEG-GPT
+    hidden states of that channel (causal; channels do not attend to each other in this
+    model, so a channel's states depend on its own past only). Each channel is held out in
+    turn and predicted from the OTHER channels' features by :func:`encoding_scores` (the
+    subjects' trials pooled, i.e. grand averages; 3 trial folds: fit / feature / target):
+    the R^2 of the held-out trials' condition-averaged response, its noise ceiling from the
+    trial repeats (finite-repeat correction: the noise variance of an average of n trials
+    is the trials' variance / n, :func:`neurofm.analysis.r2_ceiling`) and ``R^2 /
+    ceiling``, which is bounded by 1 in expectation because the prediction never sees the
+    target trials. The same model on the other channels' raw (detrended) signal is the
+    baseline; the same MEG-GPT with random weights separates what pretraining learned from
+    what the architecture alone gives (e.g. its time-position code).
+
+    Parameters
+    ----------
+    out : path
+    meg : dict
+        The MEG pipeline step's result (``store``, ``config``).
+    sample_root : path
+    meggpt : dict
+        The MEG-GPT training result (its ``last`` checkpoint); without MEG-GPT in the
+        installation the demo leaves this step out.
+    sizes : dict
+        ``encoding_subjects`` (optional; None, the default: all four task subjects; an int:
+        the first that many, used only when the task runs are preprocessed here).
+
+    Returns
+    -------
+    dict (JSON-safe) with per-channel ``rows``, ``summary`` per feature set, ``figure`` and
+    ``command``.
+    """
     import torch
+    from scipy.signal import detrend
 
-    from ..analysis import RidgeCV, r2_score
-    from ..data import NormalizationStats
-    from ..evals import load_pretrained
+    from ..evals.decoding import load_meggpt
+    from ..models import MEGGPT
 
-    encoder = load_pretrained(trained["brainjepa"]["last"])
-    patch = int(getattr(encoder, "patch_size", None) or encoder.config.get("patch_size", 8))
-    stats = (getattr(encoder, "extra", {}) or {}).get("normalization")
-    norm = NormalizationStats.from_dict(stats, source="encoder") if stats else None
-    recs = list(_runs(fmri_store))
-    channels = [str(c) for c in recs[0][4]["channel"].values]
-    n_rois = len(channels)
-    network = dict.fromkeys(channels, "-")
-    for tsv in sorted(Path(sample_root).glob("derivatives/atlas/sub-*/anat/*_dseg.tsv")):
-        t = pd.read_csv(tsv, sep="\t", dtype=str)
-        if "network" in t and set(channels) <= set(t["name"]):
-            network = dict(zip(t["name"], t["network"]))
-            break
-    nets = sorted({network[c] for c in channels})
-    if sizes["encoding_heldout"] == "all":
-        heldout = list(range(n_rois))
-    else:
-        heldout = [channels.index(next(c for c in channels if network[c] == n)) for n in nets]
-
-    def frames(x):
-        n = (x.shape[1] // WINDOW) * WINDOW
-        return x[:, :n].reshape(x.shape[0], -1, patch)                # (ch, patches, frames)
-
-    xs = []
-    for rec_id, subject, _split, x, _ds in recs:
-        if norm is not None:
-            x = norm.apply(x, channels, recording=rec_id)
-        xs.append((subject, np.asarray(x, dtype=np.float32)))
-    subjects = sorted({s for s, _ in xs})
-    n_folds = min(4, len(subjects))
-    fold_of = {s: k % n_folds for k, s in enumerate(subjects)}
-    alphas = np.logspace(-2, 4, 13)
-    torch.manual_seed(0)
+    store, source = _evoked_store(out, meg, sample_root, sizes.get("encoding_subjects"))
+    model, tokenizer = load_meggpt(meggpt["last"])
+    n_samples = min(ENCODING_SAMPLES, int(model.config["context"]))
+    ep = _evoked_epochs(store, model, tokenizer, n_samples)
+    # responses: each trial's z-scored epoch with its linear trend removed (slow 1/f drift
+    # is most of the trial-to-trial noise); the subjects' trials are pooled (grand averages)
+    y = detrend(ep["signal"], axis=1)
+    feats = {"meggpt": _hidden_states(model, ep["tokens"])}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        init = MEGGPT(**model.config).eval()
+    feats["meggpt_init"] = _hidden_states(init, ep["tokens"])
+    feats["raw"] = y[..., None]
+    res = encoding_scores(feats, y, ep["condition"])
+    channels = ep["channels"]
     rows = []
-    for h in heldout:
-        keep = [i for i in range(n_rois) if i != h]
-        feats, means, ys, folds = [], [], [], []
-        for s, x in xs:
-            f = frames(x)
-            feats.append(_patch_features(encoder, x, keep, patch))
-            means.append(f[keep].mean(axis=2).T)                          # (patches, ch)
-            ys.append(f[h].mean(axis=1))
-            folds.append(np.full(f.shape[1], fold_of[s]))
-        Y, fold = np.concatenate(ys), np.concatenate(folds)
-        row = {"parcel": channels[h], "network": network[channels[h]]}
-        for name, X in (("brainjepa", np.concatenate(feats)), ("raw", np.concatenate(means))):
-            pred = np.zeros_like(Y)
-            for k in range(n_folds):
-                te = fold == k
-                model = RidgeCV(alphas=alphas).fit(X[~te], Y[~te, None])
-                pred[te] = np.ravel(model.predict(X[te]))
-            row[f"r2_{name}"] = float(np.ravel(r2_score(Y[:, None], pred[:, None]))[0])
+    for k, ch in enumerate(channels):
+        row = {"channel": ch, "ceiling": float(res["ceiling"][k])}
+        for name, _ in ENCODING_FEATURES:
+            row[f"r2_{name}"] = float(res["r2"][name][k])
+            row[f"norm_{name}"] = float(res["normalized"][name][k])
         rows.append(row)
-    fig_path = _encoding_figure(out, rows, channels, network)
-    return {"rows": rows, "n_subjects": len(subjects), "n_folds": n_folds, "figure": fig_path,
-            "n_heldout": len(rows),
+    summary = {}
+    for name, _ in ENCODING_FEATURES:
+        norm = np.array([r[f"norm_{name}"] for r in rows])
+        summary[name] = {"median_r2": float(np.median([r[f"r2_{name}"] for r in rows])),
+                         "median_normalized": float(np.nanmedian(norm))
+                         if np.isfinite(norm).any() else float("nan")}
+    scored = [r for r in rows if np.isfinite(r["norm_meggpt"])]
+    fig_path = _encoding_figure(out, rows)
+    ckpt = meggpt["last"]
+    return {"rows": rows, "summary": summary, "figure": fig_path, "source": source,
+            "store": str(store), "n_channels": len(channels), "n_scored": len(scored),
+            "n_trials": res["n_trials"], "n_subjects": len(set(ep["subject"].tolist())),
+            "n_folds": res["n_folds"], "trials_per_average": res["trials_per_average"],
+            "n_samples": n_samples, "sfreq": ep["sfreq"],
+            "min_ceiling": ENCODING_MIN_CEILING,
+            "conditions": sorted(set(ep["condition"].tolist())),
             "command": ("python -c \"import neurofm.demo.steps as s, json; print(json.dumps("
-                        f"s.encoding_step('{out}', '{fmri_store}', '{sample_root}', "
-                        f"{{'brainjepa': {{'last': '{trained['brainjepa']['last']}'}}}}, "
-                        f"{{'encoding_heldout': {sizes['encoding_heldout']!r}}})['rows']))\"")}
+                        f"s.encoding_step('{out}', {{'store': '{meg['store']}', 'config': "
+                        f"'{meg['config']}'}}, '{sample_root}', {{'last': '{ckpt}'}}, "
+                        f"{{'encoding_subjects': {sizes.get('encoding_subjects')!r}}})"
+                        "['summary']))\"")}
 
 
-def _encoding_figure(out, rows, channels, network):
+def _encoding_figure(out, rows):
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    fig = plt.figure(figsize=(12, 7.2))
+    gs = fig.add_gridspec(2, 3, height_ratios=[1, 1])
+    ax0 = fig.add_subplot(gs[0, :])
+    ax1 = fig.add_subplot(gs[1, :2])
+    ax2 = fig.add_subplot(gs[1, 2])
     x = np.arange(len(rows))
-    axes[0].bar(x - 0.2, [r["r2_brainjepa"] for r in rows], 0.4, label="Brain-JEPA features")
-    axes[0].bar(x + 0.2, [r["r2_raw"] for r in rows], 0.4, label="raw patch means",
-                color="tab:orange")
-    axes[0].axhline(0.0, color="k", lw=0.8)
-    axes[0].set_xticks(x, [f"{r['parcel'].replace('grid_', '')} {r['network']}"
-                           for r in rows], fontsize=7, rotation=45, ha="right")
-    axes[0].set_ylabel("R² (out of fold)")
-    axes[0].legend(frameon=False, fontsize=7)
-    # score map: networks (rows) x their parcels (columns)
-    nets = sorted({network[c] for c in channels})
-    members = {n: [c for c in channels if network[c] == n] for n in nets}
+    names = [r["channel"] for r in rows]
+    colors = {"meggpt": "tab:blue", "meggpt_init": "tab:gray", "raw": "tab:orange"}
+    ax0.bar(x, [r["ceiling"] for r in rows], 0.8, color="0.85", label="noise ceiling")
+    for (name, label), dx in zip(ENCODING_FEATURES, (-0.25, 0.0, 0.25)):
+        ax0.plot(x + dx, [r[f"r2_{name}"] for r in rows], "o", ms=4, color=colors[name],
+                 label=f"R² {label}")
+        ax1.bar(x + dx, [r[f"norm_{name}"] for r in rows], 0.25, color=colors[name],
+                label=label)
+    for ax in (ax0, ax1):
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xticks(x, names, fontsize=6, rotation=90)
+        ax.set_xlim(-0.7, len(rows) - 0.3)
+    ax0.set_ylabel("R² (held-out trials)")
+    ax0.set_title("raw R² of the held-out trials' condition averages, and the ceiling",
+                  fontsize=9)
+    ax0.legend(frameon=False, fontsize=7, ncol=4)
+    ax1.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax1.set_ylabel("R² / ceiling")
+    ax1.set_title("noise-normalized score per held-out channel (empty: ceiling too low)",
+                  fontsize=9)
+    ax1.legend(frameon=False, fontsize=7)
+    # score map: sensor positions (rows) x the channels at each position (columns)
+    sensors = list(dict.fromkeys(n[:-1] for n in names))
+    members = {s: [r for r in rows if r["channel"][:-1] == s] for s in sensors}
     width = max(len(m) for m in members.values())
-    grid = np.full((len(nets), width), np.nan)
-    by_parcel = {r["parcel"]: r["r2_brainjepa"] for r in rows}
-    for i, n in enumerate(nets):
-        for j, c in enumerate(members[n]):
-            grid[i, j] = by_parcel.get(c, np.nan)
+    grid = np.full((len(sensors), width), np.nan)
+    for i, s in enumerate(sensors):
+        for j, r in enumerate(members[s]):
+            grid[i, j] = r["norm_meggpt"]
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.9")
-    im = axes[1].imshow(grid, cmap=cmap, vmin=0, vmax=max(0.5, float(np.nanmax(grid))))
-    for i, n in enumerate(nets):
-        for j, c in enumerate(members[n]):
+    im = ax2.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for i, s in enumerate(sensors):
+        for j in range(len(members[s])):
             v = grid[i, j]
-            axes[1].text(j, i, f"{c.replace('grid_', '')}\n"
-                         + ("not held out" if np.isnan(v) else f"{v:.2f}"),
-                         ha="center", va="center", fontsize=6,
-                         color="k" if np.isnan(v) or v > 0.3 else "w")
-    axes[1].set_yticks(range(len(nets)), nets)
-    axes[1].set_xticks([])
-    axes[1].set_title("Brain-JEPA R² per held-out parcel", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
+            ax2.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                     fontsize=6, color="k" if np.isnan(v) or v > 0.5 else "w")
+    ax2.set_yticks(range(len(sensors)), sensors, fontsize=6)
+    ax2.set_xticks(range(width), [f"…{k + 1}" for k in range(width)], fontsize=6)
+    ax2.set_title("MEG-GPT R² / ceiling per sensor", fontsize=9)
+    fig.colorbar(im, ax=ax2, fraction=0.046)
     fig.tight_layout()
     return _savefig(fig, Path(out) / "figures" / "encoding.png")
 
