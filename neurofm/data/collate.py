@@ -52,13 +52,17 @@ def collate(samples):
     if min(counts) == n_ch:  # one channel set: plain stacking
         from torch.utils.data import default_collate
 
-        # default_collate stacks straight into shared memory inside a DataLoader worker,
-        # saving the copy the worker would otherwise make to send the batch
-        mask, pos, pos_mask = (default_collate([s[key] for s in samples])
-                               for key in ("channel_mask", "ch_pos", "ch_pos_mask"))
-        signal = _batch_buffer([s["signal"] for s in samples])
+        # rows of one batch buffer (WindowDataset.__getitems__) are returned as that buffer;
+        # otherwise default_collate stacks straight into shared memory inside a DataLoader
+        # worker, saving the copy the worker would otherwise make to send the batch
+        signal, mask, pos, pos_mask = (
+            _batch_buffer([s[key] for s in samples])
+            for key in ("signal", "channel_mask", "ch_pos", "ch_pos_mask"))
         if signal is None:
             signal = default_collate([s["signal"] for s in samples])
+        if mask is None or pos is None or pos_mask is None:
+            mask, pos, pos_mask = (default_collate([s[key] for s in samples])
+                                   for key in ("channel_mask", "ch_pos", "ch_pos_mask"))
     else:
         signal = torch.zeros((b, n_ch, n_t), dtype=torch.float32)
         mask = torch.zeros((b, n_ch), dtype=torch.bool)
@@ -74,10 +78,12 @@ def collate(samples):
         batch[key] = [list(s[key]) + [""] * (n_ch - len(s[key])) for s in samples]
     batch["recording"] = [s["recording"] for s in samples]
     batch["subject"] = [s["subject"] for s in samples]
-    batch["sfreq"] = torch.tensor([s["sfreq"] for s in samples], dtype=torch.float64)
+    batch["sfreq"] = torch.from_numpy(np.array([s["sfreq"] for s in samples],
+                                               dtype=np.float64))
     batch["start"] = torch.tensor(np.array([s["start"] for s in samples], dtype=np.int64))
     if "label" in samples[0]:
-        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.int64)
+        batch["label"] = torch.from_numpy(np.array([s["label"] for s in samples],
+                                                   dtype=np.int64))
     done = set(batch)
     for key in samples[0]:
         if key not in done:
@@ -86,18 +92,22 @@ def collate(samples):
 
 
 def _batch_buffer(signals):
-    """The (B, C, T) tensor whose rows are ``signals`` in order, or None.
+    """The (B, ...) tensor whose rows are ``signals`` in order, or None.
 
     :meth:`WindowDataset.__getitems__ <neurofm.data.WindowDataset.__getitems__>` reads a
     batch into one buffer; stacking its rows again would only copy it.
     """
     base = signals[0]._base
-    if base is None or base.dim() != 3 or base.shape[0] != len(signals):
+    if base is None or base.dim() < 2 or base.shape[0] != len(signals):
+        return None
+    if not all(s._base is base for s in signals):
+        return None
+    row = base.shape[1:]
+    if not all(s.shape == row for s in signals):
         return None
     step = base.stride(0) * base.element_size()
     first = base.data_ptr()
-    for k, s in enumerate(signals):
-        if (s._base is not base or s.shape != base.shape[1:]
-                or s.data_ptr() != first + k * step):
-            return None
+    if [s.data_ptr() for s in signals] != list(range(first, first + step * len(signals),
+                                                     step)) or step == 0:
+        return None
     return base

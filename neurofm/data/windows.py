@@ -423,30 +423,51 @@ class WindowDataset:
         rows = [self._check_index(i) for i in indices]
         if self.transform is not None or not rows:
             return [self._item(i) for i in rows]
-        recs = [int(self._rows_rec[i]) for i in rows]
-        shapes = {(len(self._layout(r)["channel"]), int(self._rows_len[i]))
-                  for r, i in zip(recs, rows)}
+        recs = self._rows_rec[rows].tolist()
+        shapes = {(len(self._layout(r)["channel"]), n)
+                  for r, n in zip(recs, self._rows_len[rows].tolist())}
         if len(shapes) > 1:
             return [self._item(i) for i in rows]
         (n_ch, length), = shapes
         batch = torch.empty((len(rows), n_ch, length), dtype=torch.float32)
-        starts = [self._start(i) for i in rows]
+        fixed = self._rows_start[rows]
+        starts = (fixed.tolist() if (fixed >= 0).all()  # a grid: starts known
+                  else [self._start(i) for i in rows])  # random crops: drawn per window
+        meta = self._batch_meta(recs)
         direct = self.normalization is None and all(
             self._layout(r)["index"] is None for r in set(recs))
         if direct:  # raw windows straight into the buffer
             self._store_obj().read_windows(
                 [(self._rec_ids[r], a, a + length) for r, a in zip(recs, starts)],
                 out=batch.numpy())
-            return [self._item(i, start=a, signal=batch[k])
+            return [self._item(i, start=a, signal=batch[k], meta=(meta, k))
                     for k, (i, a) in enumerate(zip(rows, starts))]
-        return [self._item(i, start=a, out=batch[k])
+        return [self._item(i, start=a, out=batch[k], meta=(meta, k))
                 for k, (i, a) in enumerate(zip(rows, starts))]
 
-    def _item(self, i, *, start=None, signal=None, out=None):
+    def _batch_meta(self, recs):
+        """``channel_mask`` (B, C), ``ch_pos`` (B, C, 3) and ``ch_pos_mask`` (B, C) of a
+        batch of windows of one channel count, as fresh tensors (built once per batch; the
+        samples get their rows, which :func:`~neurofm.data.collate` returns unstacked)."""
+        import torch
+
+        layouts = [self._layout(r) for r in recs]
+        out = {}
+        for key, name in (("mask", "channel_mask"), ("pos", "ch_pos"),
+                          ("pos_mask", "ch_pos_mask")):
+            if len(set(recs)) == 1:  # one recording: repeat its row
+                arr = np.repeat(layouts[0][key][None], len(recs), axis=0)
+            else:
+                arr = np.stack([lay[key] for lay in layouts])
+            out[name] = torch.from_numpy(arr)
+        return out
+
+    def _item(self, i, *, start=None, signal=None, out=None, meta=None):
         """Sample ``i`` (a checked index).
 
         ``start``: its start when already drawn; ``signal``: its (C, T) tensor when already
-        read; ``out``: a float32 (C, T) tensor to write the signal into.
+        read; ``out``: a float32 (C, T) tensor to write the signal into; ``meta``:
+        ``(batch meta of _batch_meta, row)`` to take the channel tensors from.
         """
         import torch
 
@@ -454,8 +475,9 @@ class WindowDataset:
         start = self._start(i) if start is None else start
         length = int(self._rows_len[i])
         layout = self._layout(rec)
-        store, rec_id = self._store_obj(), self._rec_ids[rec]
+        rec_id = self._rec_ids[rec]
         if signal is None:
+            store = self._store_obj()
             x = self._normalize(store.read_window(rec_id, start, start + length), rec)
             if layout["index"] is not None:
                 mapped = np.zeros((len(layout["index"]), length), dtype=np.float32)
@@ -466,12 +488,19 @@ class WindowDataset:
             else:
                 out.numpy()[...] = x
                 signal = out
+        if meta is None:  # fresh tensors: nothing a caller mutates reaches the cached layout
+            mask = torch.from_numpy(layout["mask"].copy())
+            pos = torch.from_numpy(layout["pos"].copy())
+            pos_mask = torch.from_numpy(layout["pos_mask"].copy())
+        else:  # rows of the batch's fresh tensors
+            table, k = meta
+            mask, pos, pos_mask = (table["channel_mask"][k], table["ch_pos"][k],
+                                   table["ch_pos_mask"][k])
         sample = {
             "signal": signal,
-            # fresh tensors: nothing a caller mutates reaches the cached layout
-            "channel_mask": torch.from_numpy(layout["mask"].copy()),
-            "ch_pos": torch.from_numpy(layout["pos"].copy()),
-            "ch_pos_mask": torch.from_numpy(layout["pos_mask"].copy()),
+            "channel_mask": mask,
+            "ch_pos": pos,
+            "ch_pos_mask": pos_mask,
             "channel": list(layout["channel"]),
             "ch_type": list(layout["ch_type"]),
             "recording": rec_id,

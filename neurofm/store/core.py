@@ -81,6 +81,8 @@ class _Reader:
 
 def _sample_index(name, value):
     """``value`` as a Python int; integers (numpy ones too) only."""
+    if type(value) is int:  # the common case, checked first (once per window read)
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ArgumentTypeError(f"read_window: {name} must be an integer sample index; got "
                                 f"{value!r} ({type(value).__name__})")

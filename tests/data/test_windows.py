@@ -373,3 +373,31 @@ def test_batched_read_is_collated_without_another_copy(store):
     reordered = collate([samples[1], samples[0], samples[2]])
     assert reordered["signal"].data_ptr() != batch["signal"].data_ptr()
     np.testing.assert_array_equal(reordered["signal"][0].numpy(), batch["signal"][1].numpy())
+
+
+def test_batched_channel_tensors_are_fresh_and_collated_without_copy(store):
+    """The batch's channel tensors are built once per batch: collate returns them as they
+    are, and writing into a batch never reaches the dataset's cached layout."""
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    # windows of the two CH_A recordings (one with a bad channel: different masks)
+    n_ch = {i: len(ds[i]["channel"]) for i in range(len(ds))}
+    indices = [i for i in range(len(ds)) if n_ch[i] == len(CH_A)][::-1]
+    assert len({ds.window_info(i)[0] for i in indices}) == 2
+    samples = ds.__getitems__(indices)
+    assert samples[0]["signal"]._base is not None  # the one-buffer path
+    batch = collate(samples)
+    for key in ("channel_mask", "ch_pos", "ch_pos_mask"):
+        assert batch[key].data_ptr() == samples[0][key].data_ptr()
+    expected = [ds[i] for i in indices]
+    for k, s in enumerate(expected):
+        np.testing.assert_array_equal(batch["channel_mask"][k].numpy(),
+                                      s["channel_mask"].numpy())
+        np.testing.assert_array_equal(batch["ch_pos"][k].numpy(), s["ch_pos"].numpy())
+    batch["channel_mask"].fill_(False)
+    batch["ch_pos"].fill_(123.0)
+    again = collate(ds.__getitems__(indices))
+    for k, s in enumerate(expected):
+        np.testing.assert_array_equal(again["channel_mask"][k].numpy(),
+                                      s["channel_mask"].numpy())
+        np.testing.assert_array_equal(again["ch_pos"][k].numpy(), s["ch_pos"].numpy())
+    assert again["channel_mask"].any()
