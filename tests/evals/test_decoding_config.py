@@ -202,3 +202,7 @@ def test_bad_configs_are_refused(fitted, tmp_path):
         main(["--debug", "probe", store.path, "--ckpt_path", "x.ckpt", *EVENT_ARGS])
     with pytest.raises(NeurofmError, match="give either"):
         main(["--debug", "probe", "-c", config, "--encoder", "a=x.ckpt", *EVENT_ARGS])
+    with pytest.raises(NeurofmError, match="--no-random-init leaves nothing"):
+        main(["--debug", "probe", "-c", config, "--no-random-init", *EVENT_ARGS])
+    with pytest.raises(NeurofmError, match="--events is required"):
+        main(["--debug", "probe", "-c", config])
