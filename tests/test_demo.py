@@ -59,7 +59,9 @@ def _check_report(path):
     assert not re.search(r"(src|href)=['\"](https?:|//|file:)", page)
     assert not re.search(r"src=['\"](?!data:image/png;base64,)", page)
     sections = _sections(page)
-    expected = [sid for sid, _ in SECTIONS if sid != "generation" or meggpt_available()]
+    # the encoding section's features are MEG-GPT's: both need it
+    expected = [sid for sid, _ in SECTIONS
+                if sid not in ("generation", "encoding") or meggpt_available()]
     assert list(sections) == expected
     for sid, html in sections.items():
         reading = _reading(html)
@@ -83,7 +85,7 @@ def test_demo_quick_end_to_end(tmp_path):
     _, sections = _check_report(out / "report.html")
     states = {p.stem: json.loads(p.read_text()) for p in (out / "state").glob("*.json")}
     meggpt = meggpt_available()
-    n_steps = 14 if meggpt else 12
+    n_steps = 14 if meggpt else 11
     assert {s["status"] for s in states.values()} == {"done"} and len(states) == n_steps
 
     # the readings are computed from the steps' numbers
@@ -110,6 +112,23 @@ def test_demo_quick_end_to_end(tmp_path):
         assert f"log-PSD correlation with the real recording {gen['log_psd_corr']:.2f}" in \
             _reading(sections["generation"])
         assert "configs/demo/meggpt.yaml" in states["train-meggpt"]["result"]["command"]
+        # encoding: per channel the raw and noise-normalized scores, the ceiling and the
+        # baseline; the reading is computed from them
+        enc = states["encoding"]["result"]
+        ceil = np.array([r["ceiling"] for r in enc["rows"]])
+        assert f"median noise ceiling {np.median(ceil):.2f}" in _reading(sections["encoding"])
+        for col in ("noise ceiling", "R² MEG-GPT", "R² / ceiling MEG-GPT", "R² raw baseline",
+                    "R² / ceiling raw baseline"):
+            assert f"<th>{col}</th>" in sections["encoding"]
+        assert len(enc["rows"]) == 30 and enc["n_trials"] > 200 and enc["n_subjects"] == 4
+        for r in enc["rows"]:
+            for k in ("meggpt", "raw"):
+                if r["ceiling"] >= enc["min_ceiling"]:
+                    assert np.isclose(r[f"norm_{k}"], r[f"r2_{k}"] / r["ceiling"])
+                else:
+                    assert np.isnan(r[f"norm_{k}"])
+        # the generated responses are linear mixtures: the baseline explains a real share
+        assert 0.2 < enc["summary"]["raw"]["median_normalized"] < 1.0
 
     # a rerun reuses every step and writes the same sections, much faster
     t0 = time.perf_counter()

@@ -19,7 +19,6 @@ FULL = {
     "probe_seeds": [0, 1, 2],
     "probe_linear_epochs": 100,
     "dse_max_n": 2000,
-    "encoding_heldout": "all",      # every parcel held out in turn
     "ntf_rank": 4,
     "ntf_seeds": 3,
     "ntf_iter": 300,
@@ -38,7 +37,6 @@ QUICK = {
     "probe_seeds": [0, 1],
     "probe_linear_epochs": 30,
     "dse_max_n": 500,
-    "encoding_heldout": 3,          # one parcel of each network
     "ntf_rank": 3,
     "ntf_seeds": 1,
     "ntf_iter": 100,

@@ -573,14 +573,9 @@ def _hidden_states(model, tokens, batch_size=64):
 
     out = []
     model.eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: one thread is faster on a loaded machine
-    try:
-        with torch.no_grad():
-            for chunk in tokens.split(batch_size):
-                out.append(model.hidden_states(chunk).float().numpy())
-    finally:
-        torch.set_num_threads(threads)
+    with torch.no_grad():
+        for chunk in tokens.split(batch_size):
+            out.append(model.hidden_states(chunk).float().numpy())
     return np.concatenate(out)
 
 
@@ -619,7 +614,7 @@ def _kernel_ridge(k_tt, y, alphas, k_et=None):
     return kec @ coef + ym
 
 
-def _ridge_fit_predict(k_aa, y, k_ba, alphas, n_inner=5, run=5):
+def _ridge_fit_predict(k_aa, y, k_ba, alphas, n_inner=3, run=5):
     """Pick alpha by inner K-fold CV on the fit rows, predict the eval rows.
 
     The inner folds take runs of ``run`` consecutive rows in turn (rows are the time steps
@@ -692,7 +687,7 @@ def encoding_scores(features, responses, conditions, groups=None, *, n_folds=ENC
 
     Trials are split into ``n_folds`` folds within each group (subject) and condition. For
     each target fold, each held-out channel and each ordered pair (fit fold, feature fold)
-    of the other folds: ridge (kernel form, unpenalized intercept, alpha by inner 5-fold CV
+    of the other folds: ridge (kernel form, unpenalized intercept, alpha by inner 3-fold CV
     over runs of 5 time steps; the same solution as :class:`neurofm.analysis.RidgeCV` with
     ``fit_intercept=True``) maps the fit fold's condition-averaged features of the OTHER
     channels (every time step of every condition is a sample) to the fit fold's condition
