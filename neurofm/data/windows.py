@@ -429,7 +429,7 @@ class WindowDataset:
         if len(shapes) > 1:
             return [self._item(i) for i in rows]
         (n_ch, length), = shapes
-        batch = torch.empty((len(rows), n_ch, length), dtype=torch.float32)
+        batch = _new_tensor((len(rows), n_ch, length), torch.float32)
         fixed = self._rows_start[rows]
         starts = (fixed.tolist() if (fixed >= 0).all()  # a grid: starts known
                   else [self._start(i) for i in rows])  # random crops: drawn per window
@@ -455,11 +455,13 @@ class WindowDataset:
         out = {}
         for key, name in (("mask", "channel_mask"), ("pos", "ch_pos"),
                           ("pos_mask", "ch_pos_mask")):
+            first = layouts[0][key]
+            t = _new_tensor((len(recs), *first.shape), torch.from_numpy(first[:0]).dtype)
             if len(set(recs)) == 1:  # one recording: repeat its row
-                arr = np.repeat(layouts[0][key][None], len(recs), axis=0)
+                t.numpy()[...] = first
             else:
-                arr = np.stack([lay[key] for lay in layouts])
-            out[name] = torch.from_numpy(arr)
+                np.stack([lay[key] for lay in layouts], out=t.numpy())
+            out[name] = t
         return out
 
     def _item(self, i, *, start=None, signal=None, out=None, meta=None):
@@ -523,6 +525,20 @@ class WindowDataset:
     def __repr__(self):
         return (f"<WindowDataset {len(self)} windows, {len(self._used_recordings())} "
                 f"recordings, splits={self.splits}, store={self._store_path!r}>")
+
+
+def _new_tensor(shape, dtype):
+    """An uninitialized tensor; in a DataLoader worker, in shared memory (as
+    ``default_collate`` allocates its batches), so sending the batch to the main process
+    does not copy it again."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    proto = torch.empty(0, dtype=dtype)
+    storage = proto._typed_storage()._new_shared(int(np.prod(shape)))
+    return proto.new(storage).resize_(*shape)
 
 
 def _shared_epoch():
