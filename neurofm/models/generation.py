@@ -143,7 +143,8 @@ def generate_tokens(model, prompt=None, *, n_steps, batch_size=None, temperature
     seed : int
         Seeds the random prompt and every draw: the same seed gives the same tokens.
     session : int or LongTensor of shape (B,), optional
-        Session id(s) for a model with a session embedding.
+        Session id(s) for a model with a session embedding (such a model warns when none is
+        given: its inputs then lack the session term it was trained with).
     stride : int, optional
         Steps the window moves when it is full (default ``model.loss_last``; see the module
         docstring).
@@ -191,6 +192,11 @@ def generate_tokens(model, prompt=None, *, n_steps, batch_size=None, temperature
         batch, n_prompt, c = prompt.shape
         if session is not None:
             session = model._check_session(session, batch).to(device)
+        elif model.n_sessions is not None:
+            warn(f"the model has a session embedding (n_sessions={model.n_sessions}) but "
+                 "session=None: every step is predicted without the session term the model "
+                 "was trained with; pass session= (the index of the prompt's recording in "
+                 "the checkpoint's session table, model.extra['session_ids'])")
         first = min(n_prompt, ctx)
         if first < ctx - model.loss_last + 1:
             warn(f"prompt has {n_prompt} time steps: the first predictions come from "

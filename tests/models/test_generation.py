@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,24 @@ def test_short_prompt_warns():
     model = small()
     with pytest.warns(UserWarning, match="positions before"):
         generate_tokens(model, torch.zeros(4, C, dtype=torch.long), n_steps=2)
+
+
+def test_missing_session_warns():
+    """A model with a session embedding predicts without its session term when session is
+    None (inputs unlike training): that warns; a given session does not, and changes the
+    predictions."""
+    model = small(n_sessions=2)
+    with torch.no_grad():
+        model.session_proj.weight.normal_()
+    prompt = torch.zeros(CTX, C, dtype=torch.long)
+    with pytest.warns(UserWarning, match="session=None"):
+        _, without = generate_tokens(model, prompt, n_steps=2, return_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, with_session = generate_tokens(model, prompt, n_steps=2, session=1,
+                                          return_logits=True)
+        generate_tokens(small(), prompt, n_steps=2)  # no session embedding: no warning
+    assert (without - with_session).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize(("kw", "match", "exc"), [
