@@ -9,6 +9,7 @@ Subcommands::
     neurofm sample-data [--out DIR]        build the bundled sample BIDS dataset
     neurofm verify STORE                   check a store's chunks and manifest (exit 1: damaged)
     neurofm probe STORE --labels T --label-column C --encoder CKPT   encoders vs baselines
+    neurofm probe -c meggpt.yaml [--ckpt_path CKPT] --events D=L ...  MEG-GPT decoding
     neurofm demo [--out DIR] [--quick]     end to end on the sample data -> DIR/report.html
 
 Every :class:`~neurofm.errors.NeurofmError` is printed as one line (``neurofm: error: ...``)
