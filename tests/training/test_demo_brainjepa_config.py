@@ -6,8 +6,7 @@ normalization the windows have unit scale, the trunc_normal(0.02) patch embeddin
 content of a token ~1 % of its variance and the run collapses onto the positions: the
 representation-health metric ``target_std`` (std across the batch of the token-averaged
 normalized target embeddings) starts near 0.003 and falls. ``configs/demo/brainjepa.yaml``
-uses the reference's subject-means scaling and EMA 0.99 -> 1 instead (see
-docs/models.md, "Short runs").
+uses the reference's subject-means scaling instead (see docs/models.md, "Short runs").
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ def test_demo_config_keeps_the_target_embeddings_apart(tmp_path):
     CLI) keeps the target std across windows well above 0 and does not let it shrink.
 
     Measured (2 epochs, 12 steps): target_std 0.037 -> 0.037 (min 0.030) with the demo
-    config; with the previous demo config (robust normalization, EMA 0.996) 0.0026 -> 0.0027
+    config; with the previous demo config (robust normalization) 0.0026 -> 0.0027
     (min 0.0018), and on the demo's store it then falls to 0.0006 over the 430 steps of the
     full run. About 12 s of CPU (slow)."""
     import pandas as pd
