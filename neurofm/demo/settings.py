@@ -12,9 +12,9 @@ FULL = {
     # runs per pipeline: None = every run
     "runs": {"eeg": None, "meg": None, "fmri": None, "calcium": None},
     "qc_max_seconds": 120.0,
-    "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 4},
+    "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 8},
     "meggpt_stride": 50,            # samples between MEG-GPT training windows (= context)
-    "generate_seconds": 4.0,        # MEG-GPT continuation compared with the real recording
+    "generate_seconds": 10.0,       # MEG-GPT continuation (Welch PSD of 2 s segments: 9 of them)
     "checkpoint_every": 2,
     "probe_seeds": [0, 1, 2],
     "probe_linear_epochs": 100,

@@ -1039,9 +1039,12 @@ def meggpt_config(out, store_path, sizes):
 
     man = open_store(store_path).manifest
     run = (Path(out) / "runs" / "meggpt").resolve()
+    # No session embedding: the quantile tokens have the same frequencies in every recording
+    # (equal-count bins of z-scored channels), so the term carries no information, and the
+    # demo's uses of the model (generation, encoding features) have no session to give.
     cfg = {
         "model": {"init_args": {"model": {"init_args": {
-            "n_channels": int(man["n_channels"].max()), "n_sessions": len(man)}}}},
+            "n_channels": int(man["n_channels"].max()), "n_sessions": None}}}},
         "data": {"init_args": {"store": str(Path(store_path).resolve()),
                                "stride_samples": int(sizes["meggpt_stride"]),
                                "cache_dir": str(run / "tokens")}},
@@ -1099,6 +1102,12 @@ def train_meggpt_step(out, store_path, sizes, *, key):
             "epochs": int(sizes["train_epochs"]["meggpt"])}
 
 
+#: Sampling settings of the demo's MEG-GPT continuation (:func:`neurofm.models.generate`):
+#: plain sampling at temperature 1 (lower temperatures and nucleus sampling were measured
+#: to add low-frequency drift, not to sharpen the alpha peak; docs/demo.md).
+GENERATE_OPTIONS = {}
+
+
 def generation_step(out, meg_store, trained, sizes):
     """Continue a real MEG recording with MEG-GPT and compare spectra and envelopes."""
     from ..evals import spectral_similarity
@@ -1116,19 +1125,34 @@ def generation_step(out, meg_store, trained, sizes):
     z = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
     real = real.copy()
     real["signal"] = (("channel", "time"), z.astype(np.float32), {"units": "a.u."})
-    prompt = real.isel(time=slice(0, model.context))
+    # The prompt is the whole recording (tokenized with the same z-scoring over the recording
+    # as in training; a prompt of ``context`` samples alone would be z-scored over those few
+    # samples) and the model continues after its last ``context`` samples. A model with a
+    # session embedding gets the recording's session (without it every input lacks the
+    # term the model was trained with).
+    sessions = list((getattr(model, "extra", None) or {}).get("session_ids") or [])
+    session = sessions.index(rec) if model.config["n_sessions"] is not None \
+        and rec in sessions else None
     n_steps = int(sizes["generate_seconds"] * sfreq)
-    gen = generate(model, tokenizer, prompt=prompt, n_steps=n_steps, sfreq=sfreq, seed=0)
+    gen = generate(model, tokenizer, prompt=real, n_steps=n_steps, sfreq=sfreq, seed=0,
+                   session=session, **GENERATE_OPTIONS)
     res = spectral_similarity(real, gen, fmin=1.0, fmax=min(45.0, sfreq / 2), plot=True)
     fig = res["figure"]
     summary = {k: float(v) for k, v in res["summary"].items()}
+    opts = "".join(f", {k}={v!r}" for k, v in GENERATE_OPTIONS.items())
     return {"recording": rec, "sfreq": sfreq, "n_steps": n_steps,
             "seconds": n_steps / sfreq, "n_channels": int(gen.sizes["channel"]),
+            "session": session, "options": dict(GENERATE_OPTIONS),
             "summary": summary,
             "figure": _savefig(fig, Path(out) / "figures" / "generation.png"),
             "command": ("python -c \"import neurofm.models as m, neurofm.evals as ev, "
                         "neurofm.store as ns; from neurofm.evals.decoding import load_meggpt; "
                         f"model, tok = load_meggpt('{trained['last']}'); "
-                        f"real = ns.open_store('{meg_store}').open('{rec}'); "
-                        f"gen = m.generate(model, tok, n_steps={n_steps}, sfreq={sfreq:g}); "
-                        "print(ev.spectral_similarity(real, gen)['summary'])\"")}
+                        f"real = ns.open_store('{meg_store}').open('{rec}').load(); "
+                        "x = real['signal'].values.astype(float); "
+                        "real['signal'] = (('channel', 'time'), ((x - x.mean(1, keepdims=True))"
+                        " / x.std(1, keepdims=True)).astype('float32'), {'units': 'a.u.'}); "
+                        f"gen = m.generate(model, tok, prompt=real, n_steps={n_steps}, "
+                        f"sfreq={sfreq:g}, session={session!r}{opts}); "
+                        "print(ev.spectral_similarity(real, gen, fmin=1.0, "
+                        f"fmax={min(45.0, sfreq / 2):g})['summary'])\"")}
