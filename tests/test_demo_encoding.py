@@ -181,3 +181,9 @@ def test_report_section_shows_raw_and_normalized_scores_ceiling_and_baseline(tmp
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"), float)
     assert img.shape[0] > 300 and img.std() > 5.0
     assert "Reproduce:" in html and "python -c" in html
+    # without the random-init control (--quick): its columns and bars are left out
+    enc["features"] = ["meggpt", "raw"]
+    enc["figure"] = _encoding_figure(tmp_path, rows, ["meggpt", "raw"])
+    html = _encoding(enc)
+    assert "random init" not in html and "<th>R² / ceiling raw baseline</th>" in html
+    assert "<td>MEG0123</td><td>0.52</td><td>0.260</td><td>0.50</td><td>0.130</td>" in html

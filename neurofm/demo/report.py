@@ -281,6 +281,9 @@ def _encoding(enc):
     rows = enc["rows"]
     labels = {"meggpt": "MEG-GPT", "meggpt_init": "MEG-GPT random init",
               "raw": "raw-signal baseline"}
+    shown = enc.get("features") or list(labels)
+    labels = {k: v for k, v in labels.items() if k in shown}
+    columns = {"meggpt": "MEG-GPT", "meggpt_init": "random init", "raw": "raw baseline"}
     sm = enc["summary"]
     ceil = np.array([r["ceiling"] for r in rows], dtype=float)
     ok = [r for r in rows if np.isfinite(r["norm_meggpt"])]
@@ -293,9 +296,9 @@ def _encoding(enc):
                + ", ".join(f"{labels[k]} {_f(sm[k]['median_normalized'])} (raw R² "
                            f"{_f(sm[k]['median_r2'], 3)})" for k in labels)
                + f"; MEG-GPT beats the baseline on {better} of {len(ok)} scored channels.")
-    table = _table(("held-out channel", "noise ceiling", "R² MEG-GPT", "R² / ceiling MEG-GPT",
-                    "R² random init", "R² / ceiling random init", "R² raw baseline",
-                    "R² / ceiling raw baseline"),
+    table = _table(("held-out channel", "noise ceiling",
+                    *[h for k in labels for h in (f"R² {columns[k]}",
+                                                  f"R² / ceiling {columns[k]}")]),
                    [(html.escape(r["channel"]), _f(r["ceiling"]),
                      *[v for k in labels for v in (_f(r[f"r2_{k}"], 3), _f(r[f"norm_{k}"]))])
                     for r in rows])

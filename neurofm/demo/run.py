@@ -175,7 +175,8 @@ def _run(out, quick, cores, force):
         analyses["encoding"] = steps.run(
             "encoding", lambda: encoding_step(out, pipes["meg"], sample["root"], meg, sizes),
             params={"design": "meg-evoked-heldout-channel-v1",
-                    "subjects": sizes.get("encoding_subjects")},
+                    "subjects": sizes.get("encoding_subjects"),
+                    "random_init": sizes.get("encoding_random_init", True)},
             deps=["sample", "pipeline-meg", "train-meggpt"],
             outputs=[out / "figures" / "encoding.png"], title=title(k + 1, "encoding model"))
     else:

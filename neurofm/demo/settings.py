@@ -19,6 +19,7 @@ FULL = {
     "probe_seeds": [0, 1, 2],
     "probe_linear_epochs": 100,
     "dse_max_n": 2000,
+    "encoding_random_init": True,   # the randomly initialised MEG-GPT as an encoding control
     "ntf_rank": 4,
     "ntf_seeds": 3,
     "ntf_iter": 300,
@@ -37,6 +38,7 @@ QUICK = {
     "probe_seeds": [0, 1],
     "probe_linear_epochs": 30,
     "dse_max_n": 500,
+    "encoding_random_init": False,  # (saves its feature pass, ~4 s of CPU)
     "ntf_rank": 3,
     "ntf_seeds": 1,
     "ntf_iter": 100,

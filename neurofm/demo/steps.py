@@ -801,7 +801,9 @@ def encoding_step(out, meg, sample_root, meggpt, sizes):
         installation the demo leaves this step out.
     sizes : dict
         ``encoding_subjects`` (optional; None, the default: all four task subjects; an int:
-        the first that many, used only when the task runs are preprocessed here).
+        the first that many, used only when the task runs are preprocessed here) and
+        ``encoding_random_init`` (optional, default True: also score the randomly
+        initialised MEG-GPT).
 
     Returns
     -------
@@ -821,31 +823,35 @@ def encoding_step(out, meg, sample_root, meggpt, sizes):
     # responses: each trial's z-scored epoch with its linear trend removed (slow 1/f drift
     # is most of the trial-to-trial noise); the subjects' trials are pooled (grand averages)
     y = detrend(ep["signal"], axis=1)
+    names = [k for k, _ in ENCODING_FEATURES
+             if k != "meggpt_init" or sizes.get("encoding_random_init", True)]
     feats = {"meggpt": _hidden_states(model, ep["tokens"])}
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        init = MEGGPT(**model.config).eval()
-    feats["meggpt_init"] = _hidden_states(init, ep["tokens"])
+    if "meggpt_init" in names:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            init = MEGGPT(**model.config).eval()
+        feats["meggpt_init"] = _hidden_states(init, ep["tokens"])
     feats["raw"] = y[..., None]
     res = encoding_scores(feats, y, ep["condition"])
     channels = ep["channels"]
     rows = []
     for k, ch in enumerate(channels):
         row = {"channel": ch, "ceiling": float(res["ceiling"][k])}
-        for name, _ in ENCODING_FEATURES:
+        for name in names:
             row[f"r2_{name}"] = float(res["r2"][name][k])
             row[f"norm_{name}"] = float(res["normalized"][name][k])
         rows.append(row)
     summary = {}
-    for name, _ in ENCODING_FEATURES:
+    for name in names:
         norm = np.array([r[f"norm_{name}"] for r in rows])
         summary[name] = {"median_r2": float(np.median([r[f"r2_{name}"] for r in rows])),
                          "median_normalized": float(np.nanmedian(norm))
                          if np.isfinite(norm).any() else float("nan")}
     scored = [r for r in rows if np.isfinite(r["norm_meggpt"])]
-    fig_path = _encoding_figure(out, rows)
+    fig_path = _encoding_figure(out, rows, names)
     ckpt = meggpt["last"]
-    return {"rows": rows, "summary": summary, "figure": fig_path, "source": source,
+    return {"rows": rows, "summary": summary, "features": names, "figure": fig_path,
+            "source": source,
             "store": str(store), "n_channels": len(channels), "n_scored": len(scored),
             "n_trials": res["n_trials"], "n_subjects": len(set(ep["subject"].tolist())),
             "n_folds": res["n_folds"], "trials_per_average": res["trials_per_average"],
@@ -855,11 +861,13 @@ def encoding_step(out, meg, sample_root, meggpt, sizes):
             "command": ("python -c \"import neurofm.demo.steps as s, json; print(json.dumps("
                         f"s.encoding_step('{out}', {{'store': '{meg['store']}', 'config': "
                         f"'{meg['config']}'}}, '{sample_root}', {{'last': '{ckpt}'}}, "
-                        f"{{'encoding_subjects': {sizes.get('encoding_subjects')!r}}})"
+                        f"{{'encoding_subjects': {sizes.get('encoding_subjects')!r}, "
+                        "'encoding_random_init': "
+                        f"{sizes.get('encoding_random_init', True)!r}}})"
                         "['summary']))\"")}
 
 
-def _encoding_figure(out, rows):
+def _encoding_figure(out, rows, features=None):
     plt = _pyplot()
     fig = plt.figure(figsize=(12, 7.2))
     gs = fig.add_gridspec(2, 3, height_ratios=[1, 1])
@@ -870,10 +878,13 @@ def _encoding_figure(out, rows):
     names = [r["channel"] for r in rows]
     colors = {"meggpt": "tab:blue", "meggpt_init": "tab:gray", "raw": "tab:orange"}
     ax0.bar(x, [r["ceiling"] for r in rows], 0.8, color="0.85", label="noise ceiling")
-    for (name, label), dx in zip(ENCODING_FEATURES, (-0.25, 0.0, 0.25)):
+    shown = [(n, lab) for n, lab in ENCODING_FEATURES if features is None or n in features]
+    bar = 0.75 / len(shown)
+    for k, (name, label) in enumerate(shown):
+        dx = (k - (len(shown) - 1) / 2) * bar
         ax0.plot(x + dx, [r[f"r2_{name}"] for r in rows], "o", ms=4, color=colors[name],
                  label=f"R² {label}")
-        ax1.bar(x + dx, [r[f"norm_{name}"] for r in rows], 0.25, color=colors[name],
+        ax1.bar(x + dx, [r[f"norm_{name}"] for r in rows], bar, color=colors[name],
                 label=label)
     for ax in (ax0, ax1):
         ax.axhline(0.0, color="k", lw=0.8)
