@@ -14,6 +14,7 @@ FULL = {
     "qc_max_seconds": 120.0,
     "train_epochs": {"brainjepa": 12, "brainmae": 12, "meggpt": 8},
     "meggpt_stride": 50,            # samples between MEG-GPT training windows (= context)
+    "meggpt_batch": 4,              # MEG-GPT windows per step (small: more steps per minute)
     "generate_seconds": 10.0,       # MEG-GPT continuation (Welch PSD of 2 s segments: 9 of them)
     "checkpoint_every": 2,
     "probe_seeds": [0, 1, 2],
@@ -33,6 +34,7 @@ QUICK = {
     "qc_max_seconds": 20.0,
     "train_epochs": {"brainjepa": 4, "brainmae": 3, "meggpt": 2},
     "meggpt_stride": 25,
+    "meggpt_batch": 16,             # one resting recording: few windows, fewer, larger steps
     "generate_seconds": 2.0,
     "checkpoint_every": 1,
     "probe_seeds": [0, 1],

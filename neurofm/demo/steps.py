@@ -1058,6 +1058,7 @@ def meggpt_config(out, store_path, sizes):
             "n_channels": int(man["n_channels"].max()), "n_sessions": None}}}},
         "data": {"init_args": {"store": str(Path(store_path).resolve()),
                                "stride_samples": int(sizes["meggpt_stride"]),
+                               "batch_size": int(sizes["meggpt_batch"]),
                                "cache_dir": str(run / "tokens")}},
         "trainer": {
             "max_epochs": int(sizes["train_epochs"]["meggpt"]),
