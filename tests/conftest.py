@@ -11,6 +11,19 @@ settings.register_profile("neurofm", deadline=None, max_examples=30,
 settings.load_profile("neurofm")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (small models: thread start-up outweighs the work
+    on 2 cores); restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def spkit_eeg():
     """spkit's REAL 14-channel Emotiv EEG (128 Hz, 16 s, uV) as a canonical recording."""

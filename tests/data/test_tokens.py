@@ -26,12 +26,7 @@ RELEASE = Path(__file__).resolve().parent / "meg-gpt-tokenizer"
 CHANNELS = [f"P{i:02d}" for i in range(4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rhythm(n_times, seed, sfreq=250.0, n_ch=4):

@@ -21,12 +21,7 @@ SFREQ, N_CH, N_SAMPLES = 100.0, 4, 40
 EVENTS = {"famous": 0, "unfamiliar": 1, "scrambled": 2, "button": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def event_related(n_subjects=3, n_runs=2, seconds=30, seed=0):

@@ -39,12 +39,7 @@ EVENT_ARGS = ["--events", *[f"{k}={v}" for k, v in EVENTS.items()], "--epoch-sam
               str(N_SAMPLES), "--baselines", "none", "--seeds", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _yaml(path, store, model=None, *, root=None, tokenizer="QuantileTokenizer",

@@ -28,13 +28,7 @@ from neurofm.models.layers import DropPath
 
 from .conftest import N_FRAMES, N_ROIS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _jepa(depth=2, seed=0):

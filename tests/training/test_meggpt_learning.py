@@ -22,12 +22,7 @@ from neurofm.training.meggpt import unigram_accuracy
 N_CH, CONTEXT, SFREQ, N_BINS = 3, 32, 250.0, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def oscillations(n_sessions=5, n_times=2000, seed=0):

@@ -26,12 +26,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 N_CH, CONTEXT, SFREQ = 3, 24, 250.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def meg_like(n_sessions=4, n_times=1000, seed=0):
