@@ -590,48 +590,27 @@ def _trial_folds(conditions, groups, n_folds):
     return folds
 
 
-def _center_kernels(k_tt, k_et):
-    """Kernels of features centered by the mean of the training rows: (train x train,
-    eval x train)."""
-    col = k_tt.mean(0)
-    all_ = col.mean()
-    return (k_tt - k_tt.mean(1, keepdims=True) - col[None] + all_,
-            k_et - k_et.mean(1, keepdims=True) - col[None] + all_)
-
-
-def _kernel_ridge(k_tt, y, alphas, k_et=None):
-    """Ridge with an unpenalized intercept in kernel form, for every alpha.
-
-    Returns predictions (n_eval, n_alphas) for the rows of ``k_et`` (eval x train kernel;
-    default the training rows)."""
-    k_et = k_tt if k_et is None else k_et
-    kc, kec = _center_kernels(k_tt, k_et)
-    lam, u = np.linalg.eigh(kc)
-    lam = np.clip(lam, 0.0, None)
-    ym = y.mean()
-    uty = u.T @ (y - ym)
-    coef = u @ (uty[:, None] / (lam[:, None] + np.asarray(alphas)[None]))   # (n, A)
-    return kec @ coef + ym
-
-
 def _ridge_fit_predict(k_aa, y, k_ba, alphas, n_inner=5, run=5):
-    """Pick alpha by inner K-fold CV on the fit rows, predict the eval rows.
+    """Pick alpha by inner K-fold CV on the fit rows, predict the eval rows: kernel ridge
+    with an unpenalized intercept, solved by :func:`neurofm.analysis._ridge.solve` (the
+    solver of :class:`~neurofm.analysis.KernelRidgeCV`) on the precomputed kernel.
 
     The inner folds take runs of ``run`` consecutive rows in turn (rows are the time steps
     of each condition), so every fold holds part of every condition's time course (a
     contiguous fold would leave whole conditions out and with them their topography).
     ``k_aa`` (n, n) kernel of the fit rows, ``y`` (n,) their targets, ``k_ba`` (m, n) kernel
     between the rows to predict and the fit rows. Returns (m,) predictions."""
-    n = len(y)
-    err = np.zeros(len(alphas))
-    inner = (np.arange(n) // run) % n_inner
-    for k in range(n_inner):
-        val, tr = np.flatnonzero(inner == k), np.flatnonzero(inner != k)
-        pred = _kernel_ridge(k_aa[np.ix_(tr, tr)], y[tr], alphas, k_aa[np.ix_(val, tr)])
-        err += ((pred - y[val, None]) ** 2).sum(0)
-    best = int(np.argmin(err[::-1]))        # ties: the larger alpha
-    best = len(alphas) - 1 - best
-    return _kernel_ridge(k_aa, y, [alphas[best]], k_ba)[:, 0]
+    from ..analysis import _ridge
+
+    inner = (np.arange(len(y)) // run) % n_inner
+    splits = [(np.flatnonzero(inner != k), np.flatnonzero(inner == k)) for k in range(n_inner)]
+    out = _ridge.solve(_ridge.NumpyOps(np.float64), None, np.asarray(y, float)[:, None],
+                       np.asarray(alphas, float), splits, fit_intercept=True,
+                       local_alpha=True, n_targets_batch=None, form="dual",
+                       kernel_fn=lambda: k_aa)
+    col = k_aa.mean(0)
+    return (_ridge.center_kernel(k_ba, col, col.mean()) @ out["dual"])[:, 0] \
+        + out["intercept"][0]
 
 
 def _fold_predictions(features, y, conditions, groups, folds, labels, alphas, n_folds,
