@@ -50,6 +50,32 @@ RANDOM_INIT = "zero-shot (random init)"
 
 
 # ------------------------------------------------------------------------------ checkpoints
+def _meggpt_checkpoint(path, *, what, not_meggpt):
+    """(neurofm metadata, model state dict without the ``model.`` prefix) of a MEG-GPT
+    checkpoint; FormatError ``not_meggpt(model_class)`` for any other file."""
+    from ..models.export import read_torch_file
+
+    ckpt = read_torch_file(path, what=what, weights_only=False, kind="torch checkpoint")
+    meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
+    model_class = None if not meta else meta.get("model_class")
+    if not meta or "meggpt" not in str(model_class).lower() \
+            or not isinstance(ckpt.get("state_dict"), dict):
+        raise FormatError(not_meggpt(model_class))
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
+             if k.startswith("model.")}
+    return meta, state
+
+
+def _state_mismatch(own, state):
+    """(missing keys, unexpected keys, {key: (saved shape, model shape)}) of ``state``
+    against the model's state dict ``own``; all empty when it loads strictly."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = {k: (tuple(state[k].shape), tuple(own[k].shape))
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape}
+    return missing, unexpected, shapes
+
+
 def load_meggpt(path):
     """Model and tokenizer of a ``neurofm fit`` MEG-GPT checkpoint (no Lightning needed).
 
@@ -73,24 +99,18 @@ def load_meggpt(path):
     """
     from ..data.tokens import unpack_tokenizer
     from ..models import MEGGPT
-    from ..models.export import read_torch_file
 
     path = os.fspath(path)
-    ckpt = read_torch_file(path, what="checkpoint", weights_only=False,
-                           kind="torch checkpoint")
-    meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
-    if not meta or "meggpt" not in str(meta.get("model_class", "")).lower():
-        raise FormatError(f"{path}: not a MEG-GPT checkpoint of neurofm fit (model_class "
-                          f"{None if not meta else meta.get('model_class')!r})")
+    meta, state = _meggpt_checkpoint(
+        path, what="checkpoint",
+        not_meggpt=lambda found: f"{path}: not a MEG-GPT checkpoint of neurofm fit "
+                                f"(model_class {found!r})")
     model = MEGGPT(**meta["model_config"])
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
-             if k.startswith("model.")}
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
+    missing, unexpected, shapes = _state_mismatch(model.state_dict(), state)
+    if missing or unexpected or shapes:
         raise FormatError(f"{path}: the weights do not match the model config: missing "
-                          f"{missing[:10]}, unexpected {unexpected[:10]}, shapes {wrong[:10]}")
+                          f"{missing[:10]}, unexpected {unexpected[:10]}, shapes "
+                          f"{list(shapes)[:10]}")
     model.load_state_dict(state, strict=True)
     model.eval()
     model.extra = {k: v for k, v in meta.items() if k != "tokenizer"}
@@ -328,7 +348,6 @@ def meggpt_from_config(config, ckpt_path=None, *, store=None, overrides=()):
         Its weights do not fit the config's model.
     """
     from ..data.tokens import fit_tokenizer, is_fitted, load_tokenizer, unpack_tokenizer
-    from ..models.export import read_torch_file
     from ..store import Store, open_store
 
     configs = [os.fspath(c) for c in
@@ -362,21 +381,12 @@ def meggpt_from_config(config, ckpt_path=None, *, store=None, overrides=()):
     model, extra = None, {}
     if ckpt_path is not None:
         path = os.fspath(ckpt_path)
-        ckpt = read_torch_file(path, what="checkpoint (--ckpt_path)", weights_only=False,
-                               kind="torch checkpoint")
-        meta = ckpt.get("neurofm") if isinstance(ckpt, dict) else None
-        model_class = None if not meta else meta.get("model_class")
-        if not meta or "meggpt" not in str(model_class).lower() \
-                or not isinstance(ckpt.get("state_dict"), dict):
-            raise FormatError(f"--ckpt_path {path}: expected a MEG-GPT checkpoint of neurofm "
-                              f"fit (model_class MEGGPT); found model_class {model_class!r}")
-        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()
-                 if k.startswith("model.")}
-        own = random_init.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = {k: (tuple(state[k].shape), tuple(own[k].shape))
-                  for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape}
+        meta, state = _meggpt_checkpoint(
+            path, what="checkpoint (--ckpt_path)",
+            not_meggpt=lambda found: f"--ckpt_path {path}: expected a MEG-GPT checkpoint of "
+                                     f"neurofm fit (model_class MEGGPT); found model_class "
+                                     f"{found!r}")
+        missing, unexpected, shapes = _state_mismatch(random_init.state_dict(), state)
         saved = dict(meta.get("model_config") or {})
         settings = {k: (saved.get(k), cfg.get(k)) for k in sorted(set(saved) | set(cfg))
                     if saved.get(k) != cfg.get(k)}
