@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from .windows import WindowBatch
 
 __all__ = ["collate"]
 
@@ -39,6 +40,10 @@ def collate(samples):
     """
     import torch
 
+    if isinstance(samples, WindowBatch):
+        batch = samples.collated()
+        if batch is not None:  # untouched: its tensors are the batch
+            return batch
     if not samples:
         raise DataError("collate: no samples")
     lengths = {int(s["signal"].shape[-1]) for s in samples}
@@ -75,7 +80,9 @@ def collate(samples):
             pos_mask[k, :c] = s["ch_pos_mask"]
     batch = {"signal": signal, "channel_mask": mask, "ch_pos": pos, "ch_pos_mask": pos_mask}
     for key in ("channel", "ch_type"):
-        batch[key] = [list(s[key]) + [""] * (n_ch - len(s[key])) for s in samples]
+        names = [s[key] for s in samples]
+        batch[key] = ([list(c) for c in names] if min(counts) == n_ch
+                      else [list(c) + [""] * (n_ch - len(c)) for c in names])
     batch["recording"] = [s["recording"] for s in samples]
     batch["subject"] = [s["subject"] for s in samples]
     batch["sfreq"] = torch.from_numpy(np.array([s["sfreq"] for s in samples],
@@ -91,23 +98,21 @@ def collate(samples):
     return batch
 
 
-def _batch_buffer(signals):
-    """The (B, ...) tensor whose rows are ``signals`` in order, or None.
+def _batch_buffer(rows):
+    """The (B, ...) tensor whose rows are ``rows`` in order, or None.
 
     :meth:`WindowDataset.__getitems__ <neurofm.data.WindowDataset.__getitems__>` reads a
     batch into one buffer; stacking its rows again would only copy it.
     """
-    base = signals[0]._base
-    if base is None or base.dim() < 2 or base.shape[0] != len(signals):
+    base = rows[0]._base
+    if base is None or base.dim() < 2 or base.shape[0] != len(rows):
         return None
-    if not all(s._base is base for s in signals):
+    shape, step = base.shape[1:], base.stride(0) * base.element_size()
+    if step == 0:
         return None
-    row = base.shape[1:]
-    if not all(s.shape == row for s in signals):
-        return None
-    step = base.stride(0) * base.element_size()
-    first = base.data_ptr()
-    if [s.data_ptr() for s in signals] != list(range(first, first + step * len(signals),
-                                                     step)) or step == 0:
-        return None
+    ptr = base.data_ptr()
+    for t in rows:  # each row a full row view of base, in order
+        if t._base is not base or t.data_ptr() != ptr or t.shape != shape:
+            return None
+        ptr += step
     return base

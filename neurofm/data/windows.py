@@ -9,6 +9,7 @@ is read until ``__getitem__``, which reads through :meth:`neurofm.store.Store.re
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .._logging import logger, warn
 from ..errors import DataError, NeurofmError
 from .normalization import NormalizationStats, apply_stats, recording_stats
 
-__all__ = ["WindowDataset"]
+__all__ = ["WindowBatch", "WindowDataset"]
 
 
 def _positive(name, value, kind=float):
@@ -410,6 +411,17 @@ class WindowDataset:
     def __getitem__(self, i):
         return self._item(self._check_index(i))
 
+    def _check_indices(self, indices):
+        """``indices`` checked and wrapped into [0, len) as an int64 array (one pass of
+        numpy for a batch; the per-index check raises the error when one is bad)."""
+        n = len(self)
+        arr = np.asarray(indices) if isinstance(indices, (list, tuple, np.ndarray)) else None
+        if (arr is None or arr.ndim != 1 or arr.dtype.kind not in "iu"
+                or any(type(i) is bool or type(i) is np.bool_ for i in indices)
+                or (arr.size and (arr.min() < -n or arr.max() >= n))):
+            return np.array([self._check_index(i) for i in indices], dtype=np.int64)
+        return arr.astype(np.int64, copy=False) % max(n, 1)
+
     def __getitems__(self, indices):
         """The samples of a batch of indices (what a DataLoader asks for).
 
@@ -420,92 +432,91 @@ class WindowDataset:
         """
         import torch
 
-        rows = [self._check_index(i) for i in indices]
-        if self.transform is not None or not rows:
-            return [self._item(i) for i in rows]
-        recs = self._rows_rec[rows].tolist()
-        shapes = {(len(self._layout(r)["channel"]), n)
-                  for r, n in zip(recs, self._rows_len[rows].tolist())}
-        if len(shapes) > 1:
-            return [self._item(i) for i in rows]
-        (n_ch, length), = shapes
+        rows = self._check_indices(indices)
+        if self.transform is not None or not rows.size:
+            return [self._item(i) for i in rows.tolist()]
+        recs = self._rows_rec[rows]
+        used = np.unique(recs).tolist()
+        lengths = self._rows_len[rows]
+        if (len({len(self._layout(r)["channel"]) for r in used}) > 1
+                or (lengths != lengths[0]).any()):
+            return [self._item(i) for i in rows.tolist()]
+        n_ch, length = len(self._layout(used[0])["channel"]), int(lengths[0])
         batch = _new_tensor((len(rows), n_ch, length), torch.float32)
         fixed = self._rows_start[rows]
         starts = (fixed.tolist() if (fixed >= 0).all()  # a grid: starts known
-                  else [self._start(i) for i in rows])  # random crops: drawn per window
-        meta = self._batch_meta(recs)
-        direct = self.normalization is None and all(
-            self._layout(r)["index"] is None for r in set(recs))
-        if direct:  # raw windows straight into the buffer
+                  else [self._start(i) for i in rows.tolist()])  # random crops: per window
+        recs = recs.tolist()
+        if self.normalization is None and all(self._layout(r)["index"] is None for r in used):
+            # raw windows straight into the buffer
             self._store_obj().read_windows(
                 [(self._rec_ids[r], a, a + length) for r, a in zip(recs, starts)],
                 out=batch.numpy())
-            return [self._item(i, start=a, signal=batch[k], meta=(meta, k))
-                    for k, (i, a) in enumerate(zip(rows, starts))]
-        return [self._item(i, start=a, out=batch[k], meta=(meta, k))
-                for k, (i, a) in enumerate(zip(rows, starts))]
+        else:
+            out = batch.numpy()
+            for k, (r, a) in enumerate(zip(recs, starts)):
+                out[k] = self._window(r, a, length)
+        return self._samples(rows, recs, starts, batch)
 
-    def _batch_meta(self, recs):
-        """``channel_mask`` (B, C), ``ch_pos`` (B, C, 3) and ``ch_pos_mask`` (B, C) of a
-        batch of windows of one channel count, as fresh tensors (built once per batch; the
-        samples get their rows, which :func:`~neurofm.data.collate` returns unstacked)."""
+    def _samples(self, rows, recs, starts, batch):
+        """The :class:`WindowBatch` of windows whose signals are the rows of ``batch``
+        (B, C, T); its per-window tensors (channel masks, positions, sfreq, start, label)
+        are built once for the batch, in one allocation."""
         import torch
 
-        layouts = [self._layout(r) for r in recs]
-        out = {}
+        b, n_ch = len(recs), batch.shape[1]
+        specs = [("channel_mask", (b, n_ch), torch.bool), ("ch_pos", (b, n_ch, 3), torch.float32),
+                 ("ch_pos_mask", (b, n_ch), torch.bool), ("sfreq", (b,), torch.float64),
+                 ("start", (b,), torch.int64)]
+        if self._rows_label is not None:
+            specs.append(("label", (b,), torch.int64))
+        table = _new_tensors(specs)
+        one = len(set(recs)) == 1
         for key, name in (("mask", "channel_mask"), ("pos", "ch_pos"),
                           ("pos_mask", "ch_pos_mask")):
-            first = layouts[0][key]
-            t = _new_tensor((len(recs), *first.shape), torch.from_numpy(first[:0]).dtype)
-            if len(set(recs)) == 1:  # one recording: repeat its row
-                t.numpy()[...] = first
+            out = table[name].numpy()
+            if one:  # one recording: repeat its row
+                out[...] = self._layout(recs[0])[key]
             else:
-                np.stack([lay[key] for lay in layouts], out=t.numpy())
-            out[name] = t
-        return out
+                np.stack([self._layout(r)[key] for r in recs], out=out)
+        info = {r: (self._layout(r)["channel"], self._layout(r)["ch_type"], self._rec_ids[r],
+                    self._subjects[r], float(self._sfreq[r])) for r in set(recs)}
+        table["sfreq"].numpy()[...] = [info[r][4] for r in recs]
+        table["start"].numpy()[...] = starts
+        labels = None
+        if self._rows_label is not None:
+            labels = self._rows_label[rows].tolist()
+            table["label"].numpy()[...] = labels
+        return WindowBatch(batch, table, recs, [int(a) for a in starts], info, labels)
 
-    def _item(self, i, *, start=None, signal=None, out=None, meta=None):
-        """Sample ``i`` (a checked index).
+    def _window(self, rec, start, length):
+        """The (C, T) float32 window of ``rec`` at ``start``: normalized and mapped onto the
+        dataset's channel set (a fresh array)."""
+        layout = self._layout(rec)
+        x = self._normalize(self._store_obj().read_window(self._rec_ids[rec], start,
+                                                          start + length), rec)
+        if layout["index"] is not None:
+            mapped = np.zeros((len(layout["index"]), length), dtype=np.float32)
+            mapped[layout["present"]] = x[layout["index"][layout["present"]]]
+            x = mapped
+        return np.ascontiguousarray(x, dtype=np.float32)
 
-        ``start``: its start when already drawn; ``signal``: its (C, T) tensor when already
-        read; ``out``: a float32 (C, T) tensor to write the signal into; ``meta``:
-        ``(batch meta of _batch_meta, row)`` to take the channel tensors from.
-        """
+    def _item(self, i):
+        """Sample ``i`` (a checked index), read on its own."""
         import torch
 
         rec = int(self._rows_rec[i])
-        start = self._start(i) if start is None else start
-        length = int(self._rows_len[i])
+        start = self._start(i)
         layout = self._layout(rec)
-        rec_id = self._rec_ids[rec]
-        if signal is None:
-            store = self._store_obj()
-            x = self._normalize(store.read_window(rec_id, start, start + length), rec)
-            if layout["index"] is not None:
-                mapped = np.zeros((len(layout["index"]), length), dtype=np.float32)
-                mapped[layout["present"]] = x[layout["index"][layout["present"]]]
-                x = mapped
-            if out is None:
-                signal = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            else:
-                out.numpy()[...] = x
-                signal = out
-        if meta is None:  # fresh tensors: nothing a caller mutates reaches the cached layout
-            mask = torch.from_numpy(layout["mask"].copy())
-            pos = torch.from_numpy(layout["pos"].copy())
-            pos_mask = torch.from_numpy(layout["pos_mask"].copy())
-        else:  # rows of the batch's fresh tensors
-            table, k = meta
-            mask, pos, pos_mask = (table["channel_mask"][k], table["ch_pos"][k],
-                                   table["ch_pos_mask"][k])
         sample = {
-            "signal": signal,
-            "channel_mask": mask,
-            "ch_pos": pos,
-            "ch_pos_mask": pos_mask,
+            "signal": torch.from_numpy(self._window(rec, start, int(self._rows_len[i]))),
+            # fresh tensors: nothing a caller mutates reaches the cached layout
+            "channel_mask": torch.from_numpy(layout["mask"].copy()),
+            "ch_pos": torch.from_numpy(layout["pos"].copy()),
+            "ch_pos_mask": torch.from_numpy(layout["pos_mask"].copy()),
             "channel": list(layout["channel"]),
             "ch_type": list(layout["ch_type"]),
-            "recording": rec_id,
+            "recording": self._rec_ids[rec],
             "subject": self._subjects[rec],
             "sfreq": float(self._sfreq[rec]),
             "start": int(start),
@@ -527,6 +538,91 @@ class WindowDataset:
                 f"recordings, splits={self.splits}, store={self._store_path!r}>")
 
 
+class WindowBatch(Sequence):
+    """The samples of one batch of :class:`WindowDataset` (what ``__getitems__`` returns).
+
+    A sequence of sample dicts, each equal to ``dataset[i]`` and made on first access. The
+    samples' tensors are rows of per-batch tensors: ``signal`` of one (B, C, T) buffer,
+    ``channel_mask`` (B, C), ``ch_pos`` (B, C, 3) and ``ch_pos_mask`` (B, C) of another.
+    :func:`~neurofm.data.collate` returns a batch none of whose samples has been accessed
+    straight from those tensors, without making per-window objects; once any sample has been
+    accessed, it collates the sample dicts (whatever was done to them).
+    """
+
+    __slots__ = ("_info", "_labels", "_made", "_recs", "_signal", "_starts", "_table")
+
+    def __init__(self, signal, table, recs, starts, info, labels):
+        self._signal, self._table, self._recs, self._starts = signal, table, recs, starts
+        self._info, self._labels = info, labels
+        self._made = [None] * len(recs)
+
+    def __len__(self):
+        return len(self._recs)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"WindowBatch indices must be integers or slices; got "
+                            f"{type(k).__name__}")
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(f"sample {k} out of range for a batch of {n}")
+        k = int(k) % n
+        sample = self._made[k]
+        if sample is None:
+            channel, ch_type, rec_id, subject, sfreq = self._info[self._recs[k]]
+            t = self._table
+            sample = {"signal": self._signal[k], "channel_mask": t["channel_mask"][k],
+                      "ch_pos": t["ch_pos"][k], "ch_pos_mask": t["ch_pos_mask"][k],
+                      "channel": list(channel), "ch_type": list(ch_type), "recording": rec_id,
+                      "subject": subject, "sfreq": sfreq, "start": self._starts[k]}
+            if self._labels is not None:
+                sample["label"] = self._labels[k]
+            self._made[k] = sample
+        return sample
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
+
+    def __repr__(self):
+        return f"<WindowBatch of {len(self)} windows, signal {tuple(self._signal.shape)}>"
+
+    def collated(self):
+        """The batch dict :func:`~neurofm.data.collate` makes of these samples, or None
+        once a sample has been accessed (then the sample dicts are collated instead)."""
+        if any(s is not None for s in self._made):
+            return None
+        info, recs, table = self._info, self._recs, self._table
+        batch = {"signal": self._signal, "channel_mask": table["channel_mask"],
+                 "ch_pos": table["ch_pos"], "ch_pos_mask": table["ch_pos_mask"],
+                 "channel": [list(info[r][0]) for r in recs],
+                 "ch_type": [list(info[r][1]) for r in recs],
+                 "recording": [info[r][2] for r in recs],
+                 "subject": [info[r][3] for r in recs],
+                 "sfreq": table["sfreq"], "start": table["start"]}
+        if self._labels is not None:
+            batch["label"] = table["label"]
+        return batch
+
+
+def _new_tensors(specs):
+    """Uninitialized tensors ``{name: tensor}`` for ``specs`` [(name, shape, dtype)], views
+    of one allocation (in shared memory in a DataLoader worker: one file to send)."""
+    import torch
+
+    offsets, nbytes = [], 0
+    for _, shape, dtype in specs:
+        size = torch.empty(0, dtype=dtype).element_size()
+        nbytes = -(-nbytes // 8) * 8  # every tensor 8-byte aligned
+        offsets.append(nbytes // size)
+        nbytes += int(np.prod(shape)) * size
+    storage = _new_tensor((max(nbytes, 1),), torch.uint8).untyped_storage()
+    return {name: torch.empty(0, dtype=dtype).set_(storage, offset, shape)
+            for (name, shape, dtype), offset in zip(specs, offsets)}
+
+
 def _new_tensor(shape, dtype):
     """An uninitialized tensor; in a DataLoader worker, in shared memory (as
     ``default_collate`` allocates its batches), so sending the batch to the main process
@@ -535,7 +631,9 @@ def _new_tensor(shape, dtype):
     from torch.utils.data import get_worker_info
 
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
+        # numpy's allocator reuses freed heap memory; torch.empty maps fresh pages for every
+        # large tensor, and faulting them in cost as much as reading the windows
+        return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
     proto = torch.empty(0, dtype=dtype)
     storage = proto._typed_storage()._new_shared(int(np.prod(shape)))
     return proto.new(storage).resize_(*shape)

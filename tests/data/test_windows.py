@@ -401,3 +401,84 @@ def test_batched_channel_tensors_are_fresh_and_collated_without_copy(store):
                                       s["channel_mask"].numpy())
         np.testing.assert_array_equal(again["ch_pos"][k].numpy(), s["ch_pos"].numpy())
     assert again["channel_mask"].any()
+
+
+@pytest.mark.parametrize("options", [
+    {"split": "train"},                                                   # two montages
+    {"split": "train", "channels": ["Cz", "Fz", "Oz"]},                   # channel mapping
+    {"split": ["train", "val"], "events": {"left": 0, "right": 1}, "tmin": -0.2,
+     "tmax": 0.5},                                                        # labels
+    {"split": "train", "random_crop": True},                              # drawn starts
+])
+def test_untouched_window_batch_collates_like_its_samples(store, options):
+    """An untouched WindowBatch is collated from its batch tensors directly; the result must
+    equal collating the very same samples one by one (and ``[ds[i] for i in indices]``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NeurofmWarning)  # missing channels are reported
+        ds = WindowDataset(store, window_s=None if "tmax" in options else 1.0, **options)
+    n_ch = {i: len(ds[i]["channel"]) for i in range(len(ds))}
+    indices = [i for i in range(len(ds)) if n_ch[i] == max(n_ch.values())][::-1]
+    assert len({ds.window_info(i)[0] for i in indices}) >= 2
+    fast = collate(ds.__getitems__(indices))
+    batch = ds.__getitems__(indices)
+    slow = collate(list(batch))  # every sample made, then collated
+    _assert_same_batch(fast, slow)
+    _assert_same_batch(fast, collate([ds[i] for i in indices]))
+    assert list(fast) == list(slow)  # the same keys in the same order
+    for key in ("sfreq", "start") + (("label",) if "events" in options else ()):
+        assert fast[key].dtype == slow[key].dtype and fast[key].shape == (len(indices),)
+    # the lists are the batch's own: editing one row changes nothing else
+    fast["channel"][0][0] = "edited"
+    again = collate(ds.__getitems__(indices))
+    assert again["channel"][0][0] == slow["channel"][0][0] != "edited"
+    assert fast["channel"][1][0] == slow["channel"][1][0]
+
+
+def test_window_batch_is_a_sequence_of_samples_and_edits_are_collated(store):
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    indices = [4, 0, 7]
+    batch = ds.__getitems__(indices)
+    assert len(batch) == 3 and "3 windows" in repr(batch)
+    assert batch[-1] is batch[2] and batch[1:] == [batch[1], batch[2]]
+    for k, i in enumerate(indices):
+        _assert_same_batch(batch[k], ds[i])
+    assert [s["start"] for s in batch] == [ds.window_info(i)[1] for i in indices]
+    with pytest.raises(IndexError, match="out of range"):
+        batch[3]
+    with pytest.raises(TypeError, match="integers or slices"):
+        batch["signal"]
+    # an accessed (and edited) sample is collated as it now is, not from the buffer
+    batch[1]["signal"] = torch.zeros_like(batch[1]["signal"])
+    batch[2]["start"] = -5
+    out = collate(batch)
+    assert torch.equal(out["signal"][1], torch.zeros_like(out["signal"][1]))
+    np.testing.assert_array_equal(out["signal"][0].numpy(), ds[4]["signal"].numpy())
+    assert out["start"].tolist() == [ds.window_info(4)[1], ds.window_info(0)[1], -5]
+
+
+def test_batch_indices_are_checked_like_single_ones(store):
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    n = len(ds)
+    got = ds.__getitems__(np.array([-1, 0, n - 2]))
+    assert [s["start"] for s in got] == [ds.window_info(i)[1] for i in (n - 1, 0, n - 2)]
+    with pytest.raises(IndexError, match=f"window index {n} out of range"):
+        ds.__getitems__([0, n])
+    with pytest.raises(IndexError, match=f"window index {-n - 1} out of range"):
+        ds.__getitems__([-n - 1])
+    with pytest.raises(NeurofmError, match="index must be an integer; got True"):
+        ds.__getitems__([0, True])
+    with pytest.raises(NeurofmError, match=r"index must be an integer; got 1\.0"):
+        ds.__getitems__([0, 1.0])
+
+
+def test_batch_channel_tensors_share_one_allocation(store):
+    """The per-window tensors of a batch are views of one allocation (a DataLoader worker
+    sends one shared-memory file for them, not six)."""
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    batch = collate(ds.__getitems__([0, 1, 2]))
+    ptrs = {batch[k].untyped_storage().data_ptr()
+            for k in ("channel_mask", "ch_pos", "ch_pos_mask", "sfreq", "start")}
+    assert len(ptrs) == 1
+    assert batch["signal"].untyped_storage().data_ptr() not in ptrs  # the signal on its own
+    for k in ("channel_mask", "ch_pos", "ch_pos_mask", "sfreq", "start"):
+        assert batch[k].is_contiguous() and batch[k].data_ptr() % 8 == 0

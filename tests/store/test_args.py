@@ -113,6 +113,15 @@ def test_read_windows_equals_read_window(tmp_path):
     assert got.shape == (4, 3, 150) and got.dtype == np.float32
     for k, w in enumerate(wins):
         np.testing.assert_array_equal(got[k], store.read_window(*w))
+    # windows inside one chunk (the mapped fast loop) and across chunk boundaries, mixed
+    short = [(a, 10, 60), (a, 75, 125), (b, 310, 360), (a, 450, 500), (b, 0, 50)]
+    got = store.read_windows(short)
+    for k, w in enumerate(short):
+        np.testing.assert_array_equal(got[k], store.read_window(*w))
+        np.testing.assert_array_equal(got[k], recs[0 if w[0] == a else 1]["signal"].values[
+            :, w[1]:w[2]])
+    with pytest.raises(WindowIndexError, match="start < stop <= n_times"):
+        store.read_windows([(a, 10, 60), (a, 460, 510)])
     with pytest.raises(DataError, match="differ in"):
         store.read_windows([(a, 0, 150), (a, 0, 151)])
     with pytest.raises(ArgError, match="out must be"):

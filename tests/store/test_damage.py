@@ -61,6 +61,8 @@ def test_missing_chunk_is_an_error_not_nan(tmp_path, compressor):
         fresh.read_window(rid, 1500, 2500)
     np.testing.assert_array_equal(fresh.read_window(rid, 0, 2000),  # other chunks still read
                                   recs[0]["signal"].values[:, :2000])
+    with pytest.raises(FormatError, match=pattern):  # a batch of windows reports it too
+        fresh.read_windows([(rid, 0, 500), (rid, 2100, 2600)])
     with pytest.raises(FormatError, match=rf"recording '{rid}'.*c/0/2"):
         fresh.open(rid)
 
@@ -73,6 +75,8 @@ def test_truncated_chunk(tmp_path):
     with pytest.raises(FormatError, match=rf"recording '{rid}'.*chunk 1 .*1000 bytes; "
                                           rf"expected 32004"):
         open_store(tmp_path / "s").read_window(rid, 1200, 1300)
+    with pytest.raises(FormatError, match=rf"recording '{rid}'.*chunk 1 .*1000 bytes"):
+        open_store(tmp_path / "s").read_windows([(rid, 0, 100), (rid, 1200, 1300)])
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
