@@ -11,12 +11,13 @@ from .collate import collate
 from .normalization import NORMALIZATION_METHODS, NormalizationStats, fit_normalization
 from .splits import split_by_subject
 from .tokens import TokenWindowDataset
-from .windows import WindowDataset
+from .windows import WindowBatch, WindowDataset
 
 __all__ = [
     "NORMALIZATION_METHODS",
     "NormalizationStats",
     "TokenWindowDataset",
+    "WindowBatch",
     "WindowDataset",
     "collate",
     "fit_normalization",
