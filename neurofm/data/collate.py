@@ -20,8 +20,10 @@ def collate(samples):
 
     Parameters
     ----------
-    samples : list of dict
-        Samples of :class:`~neurofm.data.WindowDataset` (``signal`` of shape (C_i, T)).
+    samples : list of dict or WindowBatch
+        Samples of :class:`~neurofm.data.WindowDataset` (``signal`` of shape (C_i, T)), e.g.
+        the :class:`~neurofm.data.WindowBatch` a DataLoader gets from ``__getitems__`` (an
+        untouched one is returned from its batch tensors, without copying).
 
     Returns
     -------

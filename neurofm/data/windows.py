@@ -8,8 +8,9 @@ is read until ``__getitem__``, which reads through :meth:`neurofm.store.Store.re
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import MutableSequence
 
 import numpy as np
 
@@ -412,35 +413,49 @@ class WindowDataset:
         return self._item(self._check_index(i))
 
     def _check_indices(self, indices):
-        """``indices`` checked and wrapped into [0, len) as an int64 array (one pass of
-        numpy for a batch; the per-index check raises the error when one is bad)."""
+        """``indices`` checked and wrapped into [0, len) as an int64 array: vectorized for
+        a list of ints or an integer array, else index by index (which also raises the error
+        naming a bad one)."""
         n = len(self)
-        arr = np.asarray(indices) if isinstance(indices, (list, tuple, np.ndarray)) else None
-        if (arr is None or arr.ndim != 1 or arr.dtype.kind not in "iu"
-                or any(type(i) is bool or type(i) is np.bool_ for i in indices)
-                or (arr.size and (arr.min() < -n or arr.max() >= n))):
+        if isinstance(indices, np.ndarray) and indices.ndim == 1 and indices.dtype.kind in "iu":
+            arr = indices
+        elif (isinstance(indices, (list, tuple)) and all(type(i) is int for i in indices)
+              and (not indices or (min(indices) > -2**62 and max(indices) < 2**62))):
+            arr = np.array(indices, dtype=np.int64)
+        else:
+            arr = None
+        if arr is None or (arr.size and (arr.min() < -n or arr.max() >= n)):
             return np.array([self._check_index(i) for i in indices], dtype=np.int64)
         return arr.astype(np.int64, copy=False) % max(n, 1)
 
     def __getitems__(self, indices):
         """The samples of a batch of indices (what a DataLoader asks for).
 
-        Equal to ``[self[i] for i in indices]``; when the windows share one shape (and no
-        ``transform`` is set), their ``signal`` tensors are the rows of one (B, C, T) buffer
-        (read by :meth:`neurofm.store.Store.read_windows`) that
-        :func:`~neurofm.data.collate` returns as the batch without copying again.
+        Parameters
+        ----------
+        indices : sequence of int
+            Window indices (negative ones count from the end).
+
+        Returns
+        -------
+        samples : WindowBatch
+            The samples ``[self[i] for i in indices]`` (equal values), list-like. When the
+            windows share one shape and no ``transform`` is set, they are read into one
+            (B, C, T) buffer (raw windows by :meth:`neurofm.store.Store.read_windows`, in one
+            pass) and their dicts are made only when accessed: :func:`~neurofm.data.collate`
+            returns an untouched batch from its buffers without another copy.
         """
         import torch
 
         rows = self._check_indices(indices)
         if self.transform is not None or not rows.size:
-            return [self._item(i) for i in rows.tolist()]
+            return WindowBatch._of_samples([self._item(i) for i in rows.tolist()])
         recs = self._rows_rec[rows]
         used = np.unique(recs).tolist()
         lengths = self._rows_len[rows]
         if (len({len(self._layout(r)["channel"]) for r in used}) > 1
                 or (lengths != lengths[0]).any()):
-            return [self._item(i) for i in rows.tolist()]
+            return WindowBatch._of_samples([self._item(i) for i in rows.tolist()])
         n_ch, length = len(self._layout(used[0])["channel"]), int(lengths[0])
         batch = _new_tensor((len(rows), n_ch, length), torch.float32)
         fixed = self._rows_start[rows]
@@ -487,7 +502,8 @@ class WindowDataset:
         if self._rows_label is not None:
             labels = self._rows_label[rows].tolist()
             table["label"].numpy()[...] = labels
-        return WindowBatch(batch, table, recs, [int(a) for a in starts], info, labels)
+        return WindowBatch._of_buffers(batch, table, recs, [int(a) for a in starts], info,
+                                       labels)
 
     def _window(self, rec, start, length):
         """The (C, T) float32 window of ``rec`` at ``start``: normalized and mapped onto the
@@ -538,37 +554,59 @@ class WindowDataset:
                 f"recordings, splits={self.splits}, store={self._store_path!r}>")
 
 
-class WindowBatch(Sequence):
+_NO_SAMPLES = object()
+
+
+class WindowBatch(MutableSequence):
     """The samples of one batch of :class:`WindowDataset` (what ``__getitems__`` returns).
 
-    A sequence of sample dicts, each equal to ``dataset[i]`` and made on first access. The
-    samples' tensors are rows of per-batch tensors: ``signal`` of one (B, C, T) buffer,
-    ``channel_mask`` (B, C), ``ch_pos`` (B, C, 3) and ``ch_pos_mask`` (B, C) of another.
-    :func:`~neurofm.data.collate` returns a batch none of whose samples has been accessed
-    straight from those tensors, without making per-window objects; once any sample has been
-    accessed, it collates the sample dicts (whatever was done to them).
+    A list-like sequence of sample dicts, each equal to ``dataset[i]``. For a batch read into
+    one buffer, the dicts are made on first access and their tensors are rows of per-batch
+    tensors: ``signal`` of one (B, C, T) buffer; ``channel_mask`` (B, C), ``ch_pos``
+    (B, C, 3), ``ch_pos_mask`` (B, C), ``sfreq``, ``start`` and ``label`` (B,) of another.
+    :func:`~neurofm.data.collate` returns such a batch, if none of its samples has been
+    accessed, straight from those tensors; once one has (or the sequence was changed), the
+    sample dicts are collated as they now are.
+
+    It supports what a list of samples does (indexing, slicing, iteration, ``==``, ``+``,
+    item assignment, ``append``, ``insert``, ``del``, ``random.shuffle``) but is not a
+    ``list`` subclass; ``WindowBatch(iterable)`` (or ``list(batch)``) gives a plain list of
+    the samples, as code that rebuilds sequences by their type expects.
     """
 
     __slots__ = ("_info", "_labels", "_made", "_recs", "_signal", "_starts", "_table")
 
-    def __init__(self, signal, table, recs, starts, info, labels):
+    def __new__(cls, samples=_NO_SAMPLES):
+        # rebuilding by type, as Lightning's apply_to_collection and torch's pin_memory do,
+        # gives the plain list of samples (the batch tensors are not rebuilt)
+        if samples is not _NO_SAMPLES:
+            return list(samples)
+        return super().__new__(cls)
+
+    def __init__(self, samples=_NO_SAMPLES):
+        self._signal = self._table = self._recs = self._starts = None
+        self._info = self._labels = None
+        self._made = []
+
+    @classmethod
+    def _of_samples(cls, samples):
+        """The batch of already-made ``samples`` (collated as they are)."""
+        self = cls()
+        self._made = list(samples)
+        return self
+
+    @classmethod
+    def _of_buffers(cls, signal, table, recs, starts, info, labels):
+        """The batch of windows read into ``signal`` (B, C, T), with ``table`` the dict of
+        per-window tensors, ``recs`` / ``starts`` / ``labels`` per window and ``info``
+        ``{rec: (channel, ch_type, rec_id, subject, sfreq)}``."""
+        self = super().__new__(cls)
         self._signal, self._table, self._recs, self._starts = signal, table, recs, starts
         self._info, self._labels = info, labels
         self._made = [None] * len(recs)
+        return self
 
-    def __len__(self):
-        return len(self._recs)
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[j] for j in range(*k.indices(len(self)))]
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"WindowBatch indices must be integers or slices; got "
-                            f"{type(k).__name__}")
-        n = len(self)
-        if not -n <= k < n:
-            raise IndexError(f"sample {k} out of range for a batch of {n}")
-        k = int(k) % n
+    def _sample(self, k):
         sample = self._made[k]
         if sample is None:
             channel, ch_type, rec_id, subject, sfreq = self._info[self._recs[k]]
@@ -582,17 +620,65 @@ class WindowBatch(Sequence):
             self._made[k] = sample
         return sample
 
+    def _all(self):
+        """Every sample made; from now on the batch is its list of dicts."""
+        for k in range(len(self._made)):
+            self._sample(k)
+        self._signal = None  # changed or changeable: collate the dicts
+        return self._made
+
+    def __len__(self):
+        return len(self._made)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._sample(j) for j in range(*k.indices(len(self)))]
+        n = len(self)
+        k = operator.index(k)
+        if not -n <= k < n:
+            raise IndexError(f"sample {k} out of range for a batch of {n}")
+        return self._sample(k % n)
+
+    def __setitem__(self, k, value):
+        self._all()[k] = value
+
+    def __delitem__(self, k):
+        del self._all()[k]
+
+    def insert(self, k, value):
+        self._all().insert(k, value)
+
     def __iter__(self):
         for k in range(len(self)):
-            yield self[k]
+            yield self._sample(k)
+
+    def __eq__(self, other):
+        if isinstance(other, (list, WindowBatch)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __add__(self, other):
+        return list(self) + list(other) if isinstance(other, (list, WindowBatch)) \
+            else NotImplemented
+
+    def __radd__(self, other):
+        return list(other) + list(self) if isinstance(other, list) else NotImplemented
+
+    def copy(self):
+        """A plain list of the samples."""
+        return list(self)
 
     def __repr__(self):
-        return f"<WindowBatch of {len(self)} windows, signal {tuple(self._signal.shape)}>"
+        shape = "" if self._signal is None else f", signal {tuple(self._signal.shape)}"
+        return f"<WindowBatch of {len(self)} windows{shape}>"
 
     def collated(self):
         """The batch dict :func:`~neurofm.data.collate` makes of these samples, or None
-        once a sample has been accessed (then the sample dicts are collated instead)."""
-        if any(s is not None for s in self._made):
+        when the samples must be collated themselves (one was accessed or changed, or the
+        batch was not read into one buffer)."""
+        if self._signal is None or any(s is not None for s in self._made):
             return None
         info, recs, table = self._info, self._recs, self._table
         batch = {"signal": self._signal, "channel_mask": table["channel_mask"],

@@ -445,8 +445,9 @@ def test_window_batch_is_a_sequence_of_samples_and_edits_are_collated(store):
     assert [s["start"] for s in batch] == [ds.window_info(i)[1] for i in indices]
     with pytest.raises(IndexError, match="out of range"):
         batch[3]
-    with pytest.raises(TypeError, match="integers or slices"):
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
         batch["signal"]
+    assert batch[True] is batch[1]  # as a list
     # an accessed (and edited) sample is collated as it now is, not from the buffer
     batch[1]["signal"] = torch.zeros_like(batch[1]["signal"])
     batch[2]["start"] = -5
@@ -465,6 +466,10 @@ def test_batch_indices_are_checked_like_single_ones(store):
         ds.__getitems__([0, n])
     with pytest.raises(IndexError, match=f"window index {-n - 1} out of range"):
         ds.__getitems__([-n - 1])
+    with pytest.raises(IndexError, match=f"window index {2**70} out of range"):
+        ds.__getitems__([0, 2**70])
+    with pytest.raises(NeurofmError, match=r"index must be an integer; got tensor\(1\)"):
+        ds.__getitems__([0, torch.tensor(1)])
     with pytest.raises(NeurofmError, match="index must be an integer; got True"):
         ds.__getitems__([0, True])
     with pytest.raises(NeurofmError, match=r"index must be an integer; got 1\.0"):
@@ -482,3 +487,55 @@ def test_batch_channel_tensors_share_one_allocation(store):
     assert batch["signal"].untyped_storage().data_ptr() not in ptrs  # the signal on its own
     for k in ("channel_mask", "ch_pos", "ch_pos_mask", "sfreq", "start"):
         assert batch[k].is_contiguous() and batch[k].data_ptr() % 8 == 0
+
+
+def test_window_batch_behaves_like_the_list_of_its_samples(store):
+    """What code does with the list of samples a DataLoader passes around still works."""
+    import random
+
+    from lightning.pytorch.utilities import move_data_to_device
+    from torch.utils.data import default_collate
+
+    ds = WindowDataset(store, window_s=1.0, stride_s=0.5, split="train")
+    indices = [5, 1, 3]
+    batch = ds.__getitems__(indices)
+    single = [ds[i] for i in indices]
+    # rebuilt by its type (Lightning's apply_to_collection, torch's pin_memory): a list
+    moved = move_data_to_device(batch, "cpu")
+    assert type(moved) is list and len(moved) == 3
+    for x, y in zip(moved, single):
+        _assert_same_batch(x, y)
+    _assert_same_batch(default_collate(ds.__getitems__(indices)), default_collate(single))
+    both = batch + [single[0]]
+    assert type(both) is list and len(both) == 4 and both[3] is single[0]
+    assert len([single[0]] + batch) == 4
+    # changing the sequence: it is collated as it now is
+    changed = ds.__getitems__(indices)
+    changed.append(ds[0])
+    changed[0] = ds[2]
+    del changed[1]
+    out = collate(changed)
+    expected = collate([ds[2], single[2], ds[0]])
+    _assert_same_batch(out, expected)
+    shuffled = ds.__getitems__(indices)
+    random.Random(0).shuffle(shuffled)
+    starts = sorted(s["start"] for s in shuffled)
+    assert starts == sorted(s["start"] for s in single)
+    _assert_same_batch(collate(shuffled), collate(list(shuffled)))
+
+
+def test_getitems_always_returns_a_window_batch(store):
+    def scale(sample):
+        return {**sample, "signal": sample["signal"] * 2.0}
+
+    mixed = WindowDataset(store, window_s=1.0, stride_s=0.5, split=None)
+    n_ch = {len(mixed[i]["channel"]) for i in range(len(mixed))}
+    assert len(n_ch) > 1
+    for ds, indices in ((mixed, list(range(len(mixed)))),  # padding: read one by one
+                        (WindowDataset(store, window_s=1.0, split="train", transform=scale),
+                         [0, 1]),
+                        (WindowDataset(store, window_s=1.0, split="train"), [])):
+        got = ds.__getitems__(indices)
+        assert type(got).__name__ == "WindowBatch" and len(got) == len(indices)
+        for x, i in zip(got, indices):
+            _assert_same_batch(x, ds[i])
