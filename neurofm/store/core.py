@@ -305,21 +305,7 @@ class Store:
                      f"{getattr(out, 'shape', '')}")
             raise ArgumentTypeError(f"read_windows: out must be a writeable float32 numpy "
                                     f"array of shape {want}; got {found}")
-        maps = self._maps
         for k, (rec_id, start, stop) in enumerate(windows):
-            reader = self._reader(rec_id)
-            layout = reader.layout
-            if layout is not None and 0 <= start < stop <= reader.n_times:
-                c = start // layout["chunk"]
-                if (stop - 1) // layout["chunk"] == c:  # within one mapped chunk (most)
-                    try:
-                        block = maps.get(layout, c, reader.where)
-                    except FileNotFoundError:  # _read below reports it or reads the new one
-                        pass
-                    else:
-                        c0 = c * layout["chunk"]
-                        out[k] = block[:, start - c0:stop - c0]
-                        continue
             self._read(rec_id, start, stop, retry=True, out=out[k])
         return out
 
