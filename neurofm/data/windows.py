@@ -494,16 +494,20 @@ class WindowDataset:
                 out[...] = self._layout(recs[0])[key]
             else:
                 np.stack([self._layout(r)[key] for r in recs], out=out)
-        info = {r: (self._layout(r)["channel"], self._layout(r)["ch_type"], self._rec_ids[r],
-                    self._subjects[r], float(self._sfreq[r])) for r in set(recs)}
+        info = {r: self._info(r) for r in set(recs)}
         table["sfreq"].numpy()[...] = [info[r][4] for r in recs]
         table["start"].numpy()[...] = starts
         labels = None
         if self._rows_label is not None:
             labels = self._rows_label[rows].tolist()
             table["label"].numpy()[...] = labels
-        return WindowBatch._of_buffers(batch, table, recs, [int(a) for a in starts], info,
-                                       labels)
+        return WindowBatch._of_buffers(batch, table, recs, starts, info, labels)
+
+    def _info(self, rec):
+        """``(channel, ch_type, recording id, subject, sfreq)`` of a recording's samples."""
+        layout = self._layout(rec)
+        return (layout["channel"], layout["ch_type"], self._rec_ids[rec], self._subjects[rec],
+                float(self._sfreq[rec]))
 
     def _window(self, rec, start, length):
         """The (C, T) float32 window of ``rec`` at ``start``: normalized and mapped onto the
@@ -524,21 +528,12 @@ class WindowDataset:
         rec = int(self._rows_rec[i])
         start = self._start(i)
         layout = self._layout(rec)
-        sample = {
-            "signal": torch.from_numpy(self._window(rec, start, int(self._rows_len[i]))),
+        sample = _sample_dict(
+            torch.from_numpy(self._window(rec, start, int(self._rows_len[i]))),
             # fresh tensors: nothing a caller mutates reaches the cached layout
-            "channel_mask": torch.from_numpy(layout["mask"].copy()),
-            "ch_pos": torch.from_numpy(layout["pos"].copy()),
-            "ch_pos_mask": torch.from_numpy(layout["pos_mask"].copy()),
-            "channel": list(layout["channel"]),
-            "ch_type": list(layout["ch_type"]),
-            "recording": self._rec_ids[rec],
-            "subject": self._subjects[rec],
-            "sfreq": float(self._sfreq[rec]),
-            "start": int(start),
-        }
-        if self._rows_label is not None:
-            sample["label"] = int(self._rows_label[i])
+            torch.from_numpy(layout["mask"].copy()), torch.from_numpy(layout["pos"].copy()),
+            torch.from_numpy(layout["pos_mask"].copy()), self._info(rec), int(start),
+            None if self._rows_label is None else int(self._rows_label[i]))
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
@@ -552,6 +547,18 @@ class WindowDataset:
     def __repr__(self):
         return (f"<WindowDataset {len(self)} windows, {len(self._used_recordings())} "
                 f"recordings, splits={self.splits}, store={self._store_path!r}>")
+
+
+def _sample_dict(signal, channel_mask, ch_pos, ch_pos_mask, info, start, label):
+    """One sample: the tensors given, ``info`` as made by ``WindowDataset._info`` (its
+    name lists copied, so that editing a sample changes nothing else), ``label`` or None."""
+    channel, ch_type, rec_id, subject, sfreq = info
+    sample = {"signal": signal, "channel_mask": channel_mask, "ch_pos": ch_pos,
+              "ch_pos_mask": ch_pos_mask, "channel": list(channel), "ch_type": list(ch_type),
+              "recording": rec_id, "subject": subject, "sfreq": sfreq, "start": start}
+    if label is not None:
+        sample["label"] = label
+    return sample
 
 
 _NO_SAMPLES = object()
@@ -609,14 +616,11 @@ class WindowBatch(MutableSequence):
     def _sample(self, k):
         sample = self._made[k]
         if sample is None:
-            channel, ch_type, rec_id, subject, sfreq = self._info[self._recs[k]]
             t = self._table
-            sample = {"signal": self._signal[k], "channel_mask": t["channel_mask"][k],
-                      "ch_pos": t["ch_pos"][k], "ch_pos_mask": t["ch_pos_mask"][k],
-                      "channel": list(channel), "ch_type": list(ch_type), "recording": rec_id,
-                      "subject": subject, "sfreq": sfreq, "start": self._starts[k]}
-            if self._labels is not None:
-                sample["label"] = self._labels[k]
+            sample = _sample_dict(self._signal[k], t["channel_mask"][k], t["ch_pos"][k],
+                                  t["ch_pos_mask"][k], self._info[self._recs[k]],
+                                  self._starts[k],
+                                  None if self._labels is None else self._labels[k])
             self._made[k] = sample
         return sample
 
