@@ -11,9 +11,10 @@ batches of 64 by a ``torch.utils.data.DataLoader`` with 0 and 2 worker processes
 - MNE: ``raw.get_data(start=s, stop=s + n)`` on a non-preloaded raw (braindecode's lazy
   windows), default collation.
 
-Every reader sees the same shuffled window order. Usage::
+Every reader sees the same shuffled window order (MNE a prefix of it: it is slow). Each rate
+is the best of ``--rounds`` passes, the three loaders taking turns pass by pass. Usage::
 
-    python benchmarks/bench_dataloader.py [--hours 1] [--batches 40]
+    python benchmarks/bench_dataloader.py [--hours 1] [--batches 40] [--rounds 5]
 
 Prints windows/s and the ratios (goals: neurofm within 1.5x of memmap, >= 10x MNE).
 """
@@ -70,19 +71,20 @@ class _MNEWindows:
         return {**self.__dict__, "_raw": None}
 
 
-def _rate(dataset, *, order, batch_size, workers, collate_fn=None, repeat=2):
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
-                        collate_fn=collate_fn, persistent_workers=workers > 0)
-    best = np.inf
-    n = 0
-    for _ in range(repeat + 1):  # the first pass starts the workers and warms the caches
-        t0 = time.perf_counter()
-        n = sum(int(batch["signal"].shape[0] if isinstance(batch, dict) else batch.shape[0])
-                for batch in loader)
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+def _rates(loaders, rounds):
+    """Windows/s of each DataLoader: the best of ``rounds`` passes, the loaders taking turns
+    (one pass each per round, the order rotated), so a burst of load on the machine hits
+    them alike; a first pass of each starts its workers and warms the caches."""
+    best = [np.inf] * len(loaders)
+    n = [0] * len(loaders)
+    for r in range(rounds + 1):
+        for j in np.roll(np.arange(len(loaders)), r).tolist():
+            t0 = time.perf_counter()
+            n[j] = sum(int(b["signal"].shape[0] if isinstance(b, dict) else b.shape[0])
+                       for b in loaders[j])
+            if r:
+                best[j] = min(best[j], time.perf_counter() - t0)
+    return [k / t for k, t in zip(n, best)]
 
 
 def main(argv=None):
@@ -94,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--window-s", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timed passes per loader, taken in turns (the best counts)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
 
@@ -133,12 +137,17 @@ def main(argv=None):
               f"{args.batch_size}, {n} random windows per pass")
         print(f"{'workers':>8} {'neurofm':>10} {'memmap':>10} {'MNE':>10} "
               f"{'memmap/neurofm':>15} {'neurofm/MNE':>12}")
+        from torch.utils.data import DataLoader
+
         for workers in (0, 2):
-            kw = {"order": order, "batch_size": args.batch_size, "workers": workers}
-            r_nf = _rate(ds, collate_fn=collate, **kw)
-            r_mm = _rate(memmap, **kw)
-            mne_kw = dict(kw, order=order[: max(args.batch_size * 4, n // 8)])
-            r_mne = _rate(mne_ds, repeat=1, **mne_kw)
+            kw = {"batch_size": args.batch_size, "num_workers": workers,
+                  "persistent_workers": workers > 0}
+            loaders = [DataLoader(ds, sampler=order, collate_fn=collate, **kw),
+                       DataLoader(memmap, sampler=order, **kw),
+                       DataLoader(mne_ds, sampler=order[: max(args.batch_size * 4, n // 8)],
+                                  **kw)]
+            r_nf, r_mm, r_mne = _rates(loaders, args.rounds)
+            del loaders  # their workers exit
             print(f"{workers:>8} {r_nf:>10.0f} {r_mm:>10.0f} {r_mne:>10.0f} "
                   f"{r_mm / r_nf:>14.2f}x {r_nf / r_mne:>11.1f}x")
         print("goals: memmap/neurofm <= 1.5x, neurofm/MNE >= 10x")
